@@ -38,7 +38,8 @@ ASSERTION_LIFETIME = 300
 class Credential(Protocol):
     """A way for the app to prove who it is to the identity service (one per auth method)."""
 
-    client_id: str
+    @property
+    def client_id(self) -> str: ...
 
     def token_form(self, *, scope: str | None, token_endpoint: str, username: str | None) -> dict[str, str]:
         """The form fields of a client-credentials token request (secret values included)."""
@@ -53,7 +54,11 @@ class ClientSecretCredential:
     client_secret: str = field(repr=False)
 
     def token_form(self, *, scope: str | None, token_endpoint: str, username: str | None) -> dict[str, str]:
-        form = {"grant_type": "client_credentials", "client_id": self.client_id, "client_secret": self.client_secret}
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+        }
         if scope:
             form["scope"] = scope
         if username:
@@ -146,10 +151,14 @@ def _load_pem_key(block: bytes, passphrase: bytes | None, key_field: str) -> obj
             raise AosConfigError(
                 "extra.private_key_passphrase", "wrong passphrase: the private key could not be decrypted"
             ) from None
-        raise AosConfigError(key_field, "the PEM private key could not be read (damaged or unsupported)") from None
+        raise AosConfigError(
+            key_field, "the PEM private key could not be read (damaged or unsupported)"
+        ) from None
 
 
-def _load_pkcs12(data: bytes, passphrase: bytes | None, key_field: str) -> tuple[object, x509.Certificate | None]:
+def _load_pkcs12(
+    data: bytes, passphrase: bytes | None, key_field: str
+) -> tuple[object, x509.Certificate | None]:
     try:
         key, cert, _ = pkcs12.load_key_and_certificates(data, passphrase)
     except ValueError:
@@ -163,7 +172,9 @@ def _load_pkcs12(data: bytes, passphrase: bytes | None, key_field: str) -> tuple
             f"the PKCS#12 bundle in {key_field} could not be opened: wrong passphrase, or not a .pfx file",
         ) from None
     if key is None:
-        raise AosConfigError(key_field, "the PKCS#12 bundle holds no private key; export the .pfx with its key")
+        raise AosConfigError(
+            key_field, "the PKCS#12 bundle holds no private key; export the .pfx with its key"
+        )
     return key, cert
 
 
@@ -186,7 +197,9 @@ def load_certificate_credential(
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise AosConfigError(key_field, f"cannot read {str(path)!r} on this worker: {exc.strerror}") from None
+            raise AosConfigError(
+                key_field, f"cannot read {str(path)!r} on this worker: {exc.strerror}"
+            ) from None
         pem = data.lstrip().startswith(b"-----BEGIN")
     else:
         key_field = "extra.private_key"
@@ -207,13 +220,19 @@ def load_certificate_credential(
         blocks = _pem_blocks(data)
         key_blocks = [b for kind, b in blocks if kind.endswith("PRIVATE KEY")]
         if not key_blocks:
-            raise AosConfigError(key_field, "holds no PEM private key block (-----BEGIN ... PRIVATE KEY-----)")
+            raise AosConfigError(
+                key_field, "holds no PEM private key block (-----BEGIN ... PRIVATE KEY-----)"
+            )
         key = _load_pem_key(key_blocks[0], passphrase, key_field)
         cert_blocks = [b for kind, b in blocks if kind == "CERTIFICATE"]
         if config.certificate:
-            cert_blocks = [b for kind, b in _pem_blocks(config.certificate.strip().encode()) if kind == "CERTIFICATE"]
+            cert_blocks = [
+                b for kind, b in _pem_blocks(config.certificate.strip().encode()) if kind == "CERTIFICATE"
+            ]
             if not cert_blocks:
-                raise AosConfigError("extra.certificate", "is not a PEM certificate (-----BEGIN CERTIFICATE-----)")
+                raise AosConfigError(
+                    "extra.certificate", "is not a PEM certificate (-----BEGIN CERTIFICATE-----)"
+                )
         if not cert_blocks:
             raise AosConfigError(
                 "extra.certificate",
@@ -232,7 +251,9 @@ def load_certificate_credential(
         raise AosConfigError(key_field, "AOS certificate auth signs with RS256 and needs an RSA key")
     if cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ) != key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
+    ) != key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ):
         raise AosConfigError(
             "extra.certificate",
             "the certificate does not match the private key; use the certificate of this key pair "
@@ -244,7 +265,9 @@ def load_certificate_credential(
     )
 
 
-def credential_for(config: AosConnectionConfig, on_assertion: Callable[[str], None] | None = None) -> Credential:
+def credential_for(
+    config: AosConnectionConfig, on_assertion: Callable[[str], None] | None = None
+) -> Credential:
     """The credential a connection describes: a certificate when one is given, else the client secret."""
     if config.uses_certificate:
         return load_certificate_credential(config, on_assertion)
@@ -316,7 +339,9 @@ def parse_token_response(
             lifetime=expires_in,
         )
     error = payload.get("error") if isinstance(payload.get("error"), str) else None
-    description = payload.get("error_description") if isinstance(payload.get("error_description"), str) else None
+    description = (
+        payload.get("error_description") if isinstance(payload.get("error_description"), str) else None
+    )
     if status == 200:
         message = f"the identity service at {token_url} answered 200 without an access_token"
     elif error in _AUTH_HINTS:

@@ -30,7 +30,10 @@ _COMMERCIAL_DATA_CENTERS = (
     "gcp-au", "gcp-jp", "gcp-us", "gcp-we", "gcp-kr",
 )  # fmt: skip
 DATA_CENTERS: dict[str, tuple[str, str]] = {
-    **{dc: (f"https://graph-{dc}.avepointonlineservices.com", COMMERCIAL_IDENTITY) for dc in _COMMERCIAL_DATA_CENTERS},
+    **{
+        dc: (f"https://graph-{dc}.avepointonlineservices.com", COMMERCIAL_IDENTITY)
+        for dc in _COMMERCIAL_DATA_CENTERS
+    },
     "gov": ("https://graph-gov.avepointonlineservices.com", GOV_IDENTITY),
     "aos2": ("https://graph-aos2.avepointonlineservices.com", AOS2_IDENTITY),
     "fedramp": ("https://graphusgovapi.online15.net", FEDRAMP_IDENTITY),
@@ -89,7 +92,10 @@ def normalize_url(value: str, *, field: str, port: int | None = None) -> str:
         raw = "https://" + raw
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise AosConfigError(field, f"{value!r} is not an http(s) URL; expected e.g. https://graph-us.avepointonlineservices.com")
+        raise AosConfigError(
+            field,
+            f"{value!r} is not an http(s) URL; expected e.g. https://graph-us.avepointonlineservices.com",
+        )
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise AosConfigError(
             field,
@@ -135,7 +141,9 @@ def read_extras(extra: Mapping[str, Any], conn_type: str = "aos") -> dict[str, A
             picked[name] = value
     unknown = sorted(k for k in extra if k not in EXTRA_FIELDS and k.removeprefix(prefix) not in EXTRA_FIELDS)
     if unknown:
-        log.warning("Ignoring unknown extra field(s) %s of the AOS connection; known: %s", unknown, EXTRA_FIELDS)
+        log.warning(
+            "Ignoring unknown extra field(s) %s of the AOS connection; known: %s", unknown, EXTRA_FIELDS
+        )
     return picked
 
 
@@ -236,7 +244,8 @@ class AosConnectionConfig:
                 identity_url = _IDENTITY_BY_HOST[host_name]
             elif is_loopback(host_name):
                 raise AosConfigError(
-                    "extra.identity_url", "a loopback host needs its identity service URL too (the emulator prints it)"
+                    "extra.identity_url",
+                    "a loopback host needs its identity service URL too (the emulator prints it)",
                 )
             else:
                 # A custom host (e.g. a Cloud Governance insider host): AOS commercial is the usual issuer.

@@ -91,9 +91,17 @@ def get_provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
-        "hooks": [{"integration-name": "AvePoint Online Services", "python-modules": ["airflow_provider_aos.hooks.aos"]}],
+        "hooks": [
+            {
+                "integration-name": "AvePoint Online Services",
+                "python-modules": ["airflow_provider_aos.hooks.aos"],
+            }
+        ],
         "operators": [
-            {"integration-name": "AvePoint Online Services", "python-modules": ["airflow_provider_aos.operators.audit"]}
+            {
+                "integration-name": "AvePoint Online Services",
+                "python-modules": ["airflow_provider_aos.operators.audit"],
+            }
         ],
         "connection-types": [
             {

@@ -173,7 +173,9 @@ class PagingStyle(Protocol):
 
 def _follow(link: str, request: PageRequest, service_prefix: str | None) -> PageRequest:
     """GET a link as-is: its query replaces ours (it already carries the filters)."""
-    return PageRequest(url=resolve_link(link, request.url, service_prefix), method=request.method, json=request.json)
+    return PageRequest(
+        url=resolve_link(link, request.url, service_prefix), method=request.method, json=request.json
+    )
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,7 @@ class NextLinkPaging:
     :param item_keys: where the records are.
     """
 
-    token_param: str = "skipToken"
+    token_param: str = "skipToken"  # noqa: S105 - a parameter name, not a secret
     service_prefix: str | None = None
     item_keys: tuple[str, ...] = DEFAULT_ITEM_KEYS
 

@@ -112,7 +112,7 @@ class RetryState:
             return None
         if self.attempts >= self.policy.max_attempts:
             return None
-        ceiling = min(self.policy.max_backoff, self.policy.backoff * 2 ** (self.attempts - 1))
+        ceiling: float = min(self.policy.max_backoff, self.policy.backoff * 2 ** (self.attempts - 1))
         delay = ceiling / 2 + self.rng.uniform(0, ceiling / 2)  # "equal jitter": never ~0, never in step
         server_wait = parse_retry_after(retry_after, time.time())
         if server_wait is not None:

@@ -12,7 +12,14 @@ from urllib.parse import urlsplit
 import requests
 from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_provider_aos.auth import AccessToken, Credential, TokenCache, credential_for, parse_token_response, scrub
+from airflow_provider_aos.auth import (
+    AccessToken,
+    Credential,
+    TokenCache,
+    credential_for,
+    parse_token_response,
+    scrub,
+)
 from airflow_provider_aos.config import AosConnectionConfig, origin
 from airflow_provider_aos.exceptions import AosApiError, AosAuthError, AosConfigError, AosPaginationError
 from airflow_provider_aos.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
@@ -59,7 +66,9 @@ def _never_sent(exc: requests.RequestException) -> bool:
             if type(err).__name__ in ("NewConnectionError", "NameResolutionError", "ConnectionRefusedError"):
                 return True
             stack.extend(a for a in getattr(err, "args", ()) if isinstance(a, BaseException))
-            stack.extend(e for e in (err.__cause__, err.__context__, getattr(err, "reason", None)) if e is not None)
+            stack.extend(
+                e for e in (err.__cause__, err.__context__, getattr(err, "reason", None)) if e is not None
+            )
     return False
 
 
@@ -116,6 +125,9 @@ class AosHook(BaseHook):
     default_conn_name = "aos_default"
     conn_type = "aos"
     hook_name = "AvePoint Online Services"
+
+    # How the hook waits between attempts; tests replace it to observe the waits without sleeping.
+    sleep: Callable[[float], None] = staticmethod(time.sleep)
 
     def __init__(
         self,
@@ -199,9 +211,14 @@ class AosHook(BaseHook):
                 if delay is None:
                     return None, exc, state.attempts
                 self.log.warning(
-                    "AOS %s %s: %s; retry %d in %.1fs", method, path, type(exc).__name__, state.attempts, delay
+                    "AOS %s %s: %s; retry %d in %.1fs",
+                    method,
+                    path,
+                    type(exc).__name__,
+                    state.attempts,
+                    delay,
                 )
-                time.sleep(delay)
+                self.sleep(delay)
                 continue
             if response.status_code in self.retry_policy.retry_statuses:
                 delay = state.next_delay(
@@ -218,7 +235,7 @@ class AosHook(BaseHook):
                         method, path, response.status_code, trace_id, state.attempts, delay,
                     )  # fmt: skip
                     response.close()
-                    time.sleep(delay)
+                    self.sleep(delay)
                     continue
             else:
                 state.attempts += 1
@@ -234,7 +251,9 @@ class AosHook(BaseHook):
             endpoint = None
             try:
                 response = self.session.get(
-                    f"{identity}/.well-known/openid-configuration", timeout=(CONNECT_TIMEOUT, 30), allow_redirects=False
+                    f"{identity}/.well-known/openid-configuration",
+                    timeout=(CONNECT_TIMEOUT, 30),
+                    allow_redirects=False,
                 )
                 if response.status_code == 200:
                     endpoint = token_endpoint_from_discovery(identity, response.json())
@@ -242,7 +261,9 @@ class AosHook(BaseHook):
                 pass
             if endpoint is None:
                 endpoint = f"{identity}/connect/token"
-                self.log.info("OIDC discovery of %s gave no usable token endpoint; using %s", identity, endpoint)
+                self.log.info(
+                    "OIDC discovery of %s gave no usable token endpoint; using %s", identity, endpoint
+                )
             self._token_endpoint = endpoint
         return self._token_endpoint
 
@@ -369,7 +390,9 @@ class AosHook(BaseHook):
             if response.status_code == 401 and not replay:
                 self.tokens.evict(resolved, token.value)
                 response.close()
-                self.log.info("AOS %s %s: HTTP 401; getting a new token and replaying once", method, urlsplit(url).path)
+                self.log.info(
+                    "AOS %s %s: HTTP 401; getting a new token and replaying once", method, urlsplit(url).path
+                )
                 continue
             break
         assert response is not None
@@ -433,7 +456,12 @@ class AosHook(BaseHook):
         def fetch(request: PageRequest) -> Any:
             # Paging reads data, so a POST here is as safe to retry as a GET.
             return self.request_json(
-                request.method, request.url, params=request.params, json=request.json, scope=scope, idempotent=True
+                request.method,
+                request.url,
+                params=request.params,
+                json=request.json,
+                scope=scope,
+                idempotent=True,
             )
 
         first = PageRequest(url=path, params=to_params(params), method=method, json=json)
@@ -480,7 +508,11 @@ class AosHook(BaseHook):
             if "enum" in schema:
                 choices = [("", "")] + [(v, v) for v in schema["enum"]]
                 widgets[name] = SelectField(
-                    label, choices=choices, widget=Select2Widget(), validators=[Optional()], description=description
+                    label,
+                    choices=choices,
+                    widget=Select2Widget(),
+                    validators=[Optional()],
+                    description=description,
                 )
             elif schema.get("format") == "password":
                 widgets[name] = PasswordField(label, widget=BS3PasswordFieldWidget(), description=description)

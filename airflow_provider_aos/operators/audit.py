@@ -6,7 +6,7 @@ import gzip
 import json
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath
@@ -34,7 +34,9 @@ def parse_time(value: Any, field: str) -> datetime:
         try:
             value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
         except ValueError:
-            raise AosConfigError(field, f"{text!r} is not an ISO 8601 date-time, e.g. 2026-11-01T00:00:00Z") from None
+            raise AosConfigError(
+                field, f"{text!r} is not an ISO 8601 date-time, e.g. 2026-11-01T00:00:00Z"
+            ) from None
     if not isinstance(value, datetime):
         raise AosConfigError(field, f"expected a datetime or ISO 8601 string, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
@@ -43,15 +45,21 @@ def parse_time(value: Any, field: str) -> datetime:
             f"{value.isoformat()} has no timezone; give an aware datetime or an ISO string with an offset, "
             f"e.g. {value.isoformat()}Z",
         )
-    return value.astimezone(timezone.utc)
+    utc = value.astimezone(UTC)
+    # A plain datetime: pendulum's (what Airflow puts in the context) loses a stdlib tzinfo on arithmetic.
+    return datetime(
+        utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, tzinfo=UTC
+    )
 
 
 def iso_z(moment: datetime) -> str:
     """UTC ISO 8601 with a ``Z``, the form of every sample in the AOS docs."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def split_window(start: datetime, end: datetime, size: timedelta = MAX_WINDOW) -> Iterator[tuple[datetime, datetime]]:
+def split_window(
+    start: datetime, end: datetime, size: timedelta = MAX_WINDOW
+) -> Iterator[tuple[datetime, datetime]]:
     """Consecutive ``[start, end)`` windows of at most ``size``."""
     cursor = start
     while cursor < end:
@@ -178,13 +186,15 @@ class AosAuditExportOperator(BaseOperator):
         records = pages = outside = windows = 0
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with tmp.open("wb") as raw:
+            with tmp.open("wb") as raw:  # type: ignore[no-untyped-call]
                 # mtime=0 and no file name in the gzip header: a rerun writes byte-identical output.
-                out: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") if gz else raw
+                out: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") if gz else raw  # type: ignore[assignment]
                 try:
                     for lo, hi in split_window(start, end):
                         windows += 1
-                        n_records, n_pages, n_outside = self._export_window(hook, out, lo, hi, product_types, geo_locations)
+                        n_records, n_pages, n_outside = self._export_window(
+                            hook, out, lo, hi, product_types, geo_locations
+                        )
                         records += n_records
                         pages += n_pages
                         outside += n_outside
@@ -252,7 +262,11 @@ class AosAuditExportOperator(BaseOperator):
                 out.write(b"\n".join(lines) + b"\n")
             records += len(lines)
         self.log.info(
-            "Window %s to %s: %d records in %d page(s)", iso_z(start), iso_z(end), records, iterator.page_number
+            "Window %s to %s: %d records in %d page(s)",
+            iso_z(start),
+            iso_z(end),
+            records,
+            iterator.page_number,
         )
         return records, iterator.page_number, outside
 
@@ -273,5 +287,5 @@ def _in_window(record: Any, start: datetime, end: datetime) -> bool:
     except ValueError:
         return True
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)  # the API documents UTC ("...Z") stamps
+        moment = moment.replace(tzinfo=UTC)  # the API documents UTC ("...Z") stamps
     return start <= moment < end

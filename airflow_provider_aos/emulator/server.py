@@ -1,0 +1,767 @@
+"""HTTP front of the emulator: identity service, Graph `/aos/audit` and admin endpoints on one port.
+
+Layout under ``root_url``: ``/identity`` (discovery, ``/connect/token``), ``/graph``
+(``/aos/audit``) and ``/_emulator`` (admin, for subprocess users). Standard library only, besides
+PyJWT and cryptography in identity.py, so it starts fast and never imports Airflow.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import socket
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+from .data import GEO_LOCATIONS, PRODUCT_TYPES, AuditData, AuditFilter, to_epoch_us, to_utc
+from .identity import ALL_SCOPES, IdentityService, TokenError, make_client
+
+AUDIT_SCOPE = "audit.read.all"
+MAX_WINDOW = timedelta(days=7)
+RANDOM_FAULT_KINDS: tuple[str, ...] = ("429", "500", "503", "drop")
+INJECTABLE_FAULTS: frozenset[str] = frozenset({"429", "500", "503", "400", "401", "drop"})
+FAULT_TARGETS: tuple[str, ...] = ("token", "audit")
+RUNTIME_SETTINGS: frozenset[str] = frozenset(
+    {"latency", "fault_rate", "fault_kinds", "retry_after", "token_ttl", "page_size", "discovery"}
+)
+STAT_KEYS: tuple[str, ...] = (
+    "discovery", "token", "token_error", "audit", "audit_error", "unauthorized", "forbidden",
+    "fault_429", "fault_500", "fault_503", "fault_drop", "requests",
+)  # fmt: skip
+
+_JSON = "application/json; charset=utf-8"
+
+
+@dataclass
+class EmulatorConfig:
+    """Settings of one emulator; the runtime ones can later be changed with ``configure()``.
+
+    :param host: interface to bind; loopback unless you mean to expose fake credentials.
+    :param port: TCP port; 0 picks a free one (read it back from ``root_url``).
+    :param records: number of seeded audit records, spread over [data_start, data_end).
+    :param data_start: time of the first possible record (naive = UTC).
+    :param data_end: end (exclusive) of the seeded records (naive = UTC).
+    :param seed: makes records and random faults reproducible.
+    :param page_size: audit records per page.
+    :param token_ttl: ``expires_in`` of minted tokens, in seconds.
+    :param latency: seconds slept before answering each identity/Graph request.
+    :param fault_rate: probability that a Graph request gets a random fault.
+    :param fault_kinds: faults drawn at random: any of "429", "500", "503", "drop".
+    :param retry_after: ``Retry-After`` seconds sent with 429 and 503.
+    :param discovery: False makes discovery answer 404, forcing the ``/connect/token`` fallback.
+    :param client_id: the default client, registered with every scope.
+    :param client_secret: the default client's secret.
+    :param verbose: log one line per request to stderr.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = pick a free port
+    records: int = 50_000  # number of seeded audit records
+    data_start: datetime = datetime(2026, 10, 1, tzinfo=UTC)
+    data_end: datetime = datetime(2026, 12, 1, tzinfo=UTC)
+    seed: int = 42
+    page_size: int = 1000  # audit records per page
+    token_ttl: int = 3600  # expires_in of minted tokens, seconds
+    latency: float = 0.0  # seconds slept before answering each (non-admin) request
+    fault_rate: float = 0.0  # probability that a Graph request gets a random fault
+    fault_kinds: tuple[str, ...] = RANDOM_FAULT_KINDS
+    retry_after: int = 1  # Retry-After seconds sent with 429 and 503
+    discovery: bool = True  # False: discovery answers 404 (clients must fall back)
+    client_id: str = "aos-demo-client"
+    client_secret: str = "demo-secret-not-for-production"  # noqa: S105 - fake by design
+    verbose: bool = False
+
+
+def iso_utc(value: datetime) -> str:
+    return to_utc(value).isoformat().replace("+00:00", "Z")
+
+
+def _validated_settings(changes: Mapping[str, object]) -> dict[str, Any]:
+    """Type-check and normalise runtime settings (they may come from admin JSON)."""
+    unknown = set(changes) - RUNTIME_SETTINGS
+    if unknown:
+        raise ValueError(f"not a runtime setting: {', '.join(sorted(unknown))}")
+    out: dict[str, Any] = {}
+    for key, value in changes.items():
+        if key == "discovery":
+            if not isinstance(value, bool):
+                raise ValueError("discovery must be a boolean")
+            out[key] = value
+        elif key == "fault_kinds":
+            if isinstance(value, str) or not isinstance(value, Iterable):
+                raise ValueError("fault_kinds must be a list")
+            kinds = tuple(str(k).lower() for k in value)
+            bad = [k for k in kinds if k not in RANDOM_FAULT_KINDS]
+            if bad or not kinds:
+                raise ValueError(f"fault_kinds must be a non-empty subset of {RANDOM_FAULT_KINDS}")
+            out[key] = kinds
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key} must be a number")
+        elif key in ("latency", "fault_rate"):
+            if not 0 <= value <= (1 if key == "fault_rate" else 3600):
+                raise ValueError(f"{key} out of range")
+            out[key] = float(value)
+        else:  # retry_after, token_ttl, page_size: whole numbers
+            if not float(value).is_integer() or value < (1 if key == "page_size" else 0):
+                raise ValueError(f"{key} must be a non-negative integer (page_size >= 1)")
+            out[key] = int(value)
+    return out
+
+
+def _canonical_values(name: str, raw: Iterable[str] | None, allowed: Iterable[str]) -> tuple[str, ...] | None:
+    """Filter values from repeated and/or comma-separated params, case-insensitively canonical."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):  # a lone string from Python callers, not a list of characters
+        raw = [raw]
+    table = {a.lower(): a for a in allowed}
+    out: list[str] = []
+    for chunk in raw:
+        for item in (part.strip() for part in chunk.split(",")):
+            if not item:
+                continue
+            canonical = table.get(item.lower())
+            if canonical is None:
+                raise ValueError(f"unknown {name} value {item!r}")
+            if canonical not in out:
+                out.append(canonical)
+    return tuple(out) or None
+
+
+def _parse_time(name: str, value: str | None) -> datetime:
+    if value is None or not value.strip():
+        raise ValueError(f"{name} is required")
+    try:
+        return to_utc(datetime.fromisoformat(value.strip()))
+    except ValueError:
+        raise ValueError(f"{name} is not a valid ISO 8601 date-time: {value!r}") from None
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    start_raw: str
+    end_raw: str
+    start_us: int
+    end_us: int
+    products: tuple[str, ...] | None
+    geos: tuple[str, ...] | None
+    skip_token: str | None
+
+
+def parse_audit_query(params: Mapping[str, list[str]], *, enforce_limit: bool) -> AuditQuery:
+    """Validate `/aos/audit` parameters (names already lower-cased); ValueError = 400 message."""
+    start_raw = params.get("starttime", [None])[0]
+    end_raw = params.get("endtime", [None])[0]
+    start = _parse_time("startTime", start_raw)
+    end = _parse_time("endTime", end_raw)
+    if end < start:
+        raise ValueError("endTime must not be earlier than startTime")
+    if enforce_limit and end - start > MAX_WINDOW:
+        raise ValueError("The time range between startTime and endTime cannot exceed 7 days.")
+    return AuditQuery(
+        start_raw=start_raw or "",  # never empty here: _parse_time rejected a missing value
+        end_raw=end_raw or "",
+        start_us=to_epoch_us(start),
+        end_us=to_epoch_us(end),
+        products=_canonical_values("productTypes", params.get("producttypes"), PRODUCT_TYPES),
+        geos=_canonical_values("geoLocations", params.get("geolocations"), GEO_LOCATIONS),
+        skip_token=params.get("skiptoken", [None])[0],
+    )
+
+
+def _query_params(query: str) -> dict[str, list[str]]:
+    # ASP.NET-style binding: parameter names are case-insensitive.
+    params: dict[str, list[str]] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        params.setdefault(key.lower(), []).append(value)
+    return params
+
+
+class AosEmulator:
+    """The AOS identity service and Graph audit endpoint, served on loopback in a thread.
+
+    :param config: settings; defaults to ``EmulatorConfig()``. The emulator keeps its own copy.
+    """
+
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        cfg = config or EmulatorConfig()
+        # Own, normalised copy; configure() swaps in a new one rather than mutating it.
+        cfg = dataclasses.replace(
+            cfg,
+            data_start=to_utc(cfg.data_start),
+            data_end=to_utc(cfg.data_end),
+            **_validated_settings({k: getattr(cfg, k) for k in RUNTIME_SETTINGS}),
+        )
+        self._config = cfg
+        self._lock = threading.Lock()
+        self._data = AuditData(cfg.seed, cfg.records, cfg.data_start, cfg.data_end)
+        self._identity = IdentityService()
+        self._stats = dict.fromkeys(STAT_KEYS, 0)
+        self._faults: dict[str, deque[str]] = {k: deque() for k in FAULT_TARGETS}
+        self._rng = random.Random(cfg.seed)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._port: int | None = None  # kept after stop(), so URLs stay printable in teardown
+        self._connections: set[socket.socket] = set()
+        self.register_client(cfg.client_id, secret=cfg.client_secret)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> AosEmulator:
+        """Bind and serve in a daemon thread; returns self so ``AosEmulator().start()`` chains."""
+        if self._server is not None:
+            raise RuntimeError("emulator already started")
+        server_cls = _Server6 if ":" in self._config.host else _Server
+        self._server = server_cls((self._config.host, self._config.port), _Handler, self)
+        self._port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+            name=f"aos-emulator-{self._port}", daemon=True,
+        )  # fmt: skip
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close open keep-alive connections; safe to call twice."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        # Keep-alive connections would otherwise go on being served by their daemon threads.
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> AosEmulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- addresses -------------------------------------------------------------------------
+
+    @property
+    def config(self) -> EmulatorConfig:
+        """The current settings (a snapshot; change them with configure())."""
+        return self._config
+
+    @property
+    def root_url(self) -> str:
+        if self._port is None:
+            raise RuntimeError("emulator not started")
+        host, port = self._config.host, self._port
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    @property
+    def graph_url(self) -> str:
+        return f"{self.root_url}/graph"
+
+    @property
+    def identity_url(self) -> str:
+        return f"{self.root_url}/identity"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.identity_url}/connect/token"
+
+    @property
+    def admin_url(self) -> str:
+        return f"{self.root_url}/_emulator"
+
+    def ready_info(self) -> dict[str, object]:
+        """The CLI's ready line: URLs, default credentials and data set shape."""
+        cfg = self._config
+        return {
+            "event": "ready",
+            "root_url": self.root_url,
+            "graph_url": self.graph_url,
+            "identity_url": self.identity_url,
+            "token_url": self.token_url,
+            "admin_url": self.admin_url,
+            "client_id": cfg.client_id,
+            "client_secret": cfg.client_secret,
+            "scopes": list(ALL_SCOPES),
+            "records": cfg.records,
+            "data_start": iso_utc(cfg.data_start),
+            "data_end": iso_utc(cfg.data_end),
+            "page_size": cfg.page_size,
+            "token_ttl": cfg.token_ttl,
+            "pid": os.getpid(),
+        }
+
+    # -- control ---------------------------------------------------------------------------
+
+    def register_client(
+        self,
+        client_id: str,
+        *,
+        secret: str | None = None,
+        certificate_pem: str | bytes | None = None,
+        scopes: Iterable[str] = ALL_SCOPES,
+    ) -> None:
+        """Add or replace a client (secret and/or certificate).
+
+        :param client_id: the app id; ``iss``/``sub`` of its assertions.
+        :param secret: client secret, or None for a certificate-only app.
+        :param certificate_pem: the app's X.509 certificate (PEM, or DER bytes), RSA key.
+        :param scopes: scopes the client may request; the default is every AOS scope.
+        """
+        self._identity.register(
+            make_client(client_id, secret=secret, certificate_pem=certificate_pem, scopes=scopes)
+        )
+
+    def configure(self, **changes: object) -> None:
+        """Change runtime settings: latency, fault_rate, fault_kinds, retry_after, token_ttl,
+        page_size, discovery. Requests in flight keep the settings they started with."""
+        settings = _validated_settings(changes)
+        with self._lock:
+            self._config = dataclasses.replace(self._config, **settings)
+
+    def inject_faults(self, kind: str, faults: Iterable[int | str]) -> None:
+        """Queue forced answers for the next requests of `kind`, consumed in order.
+
+        :param kind: "token" or "audit".
+        :param faults: each one of 429, 500, 503, 400, 401 (ints or strings) or "drop".
+        """
+        if kind not in FAULT_TARGETS:
+            raise ValueError(f"kind must be one of {FAULT_TARGETS}")
+        queued = [str(f).lower() for f in faults]
+        bad = [f for f in queued if f not in INJECTABLE_FAULTS]
+        if bad:
+            raise ValueError(f"unknown faults {bad}; use {sorted(INJECTABLE_FAULTS)}")
+        with self._lock:
+            self._faults[kind].extend(queued)
+
+    def revoke_tokens(self) -> None:
+        """Invalidate every token issued so far (the Graph side then answers 401)."""
+        self._identity.revoke_all()
+
+    def stats(self) -> dict[str, int]:
+        """A copy of the counters (see STAT_KEYS).
+
+        A response can count twice: a 401 from the token endpoint is both ``token_error`` and
+        ``unauthorized``. ``discovery`` counts attempts, including 404s when it is disabled.
+        """
+        with self._lock:
+            return dict(self._stats)
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self._stats = dict.fromkeys(STAT_KEYS, 0)
+
+    def issued_tokens(self) -> list[str]:
+        return self._identity.issued_tokens()
+
+    def received_assertions(self) -> list[str]:
+        return self._identity.received_assertions()
+
+    def received_token_requests(self) -> list[dict[str, str]]:
+        return self._identity.received_forms()
+
+    # -- data access for tests -------------------------------------------------------------
+
+    def _window(
+        self,
+        start: datetime,
+        end: datetime,
+        product_types: Iterable[str] | None,
+        geo_locations: Iterable[str] | None,
+        end_inclusive: bool,
+    ) -> tuple[int, int, AuditFilter | None]:
+        products = _canonical_values("productTypes", product_types, PRODUCT_TYPES)
+        geos = _canonical_values("geoLocations", geo_locations, GEO_LOCATIONS)
+        lo, hi = self._data.index_range(to_epoch_us(start), to_epoch_us(end), end_inclusive=end_inclusive)
+        return lo, hi, AuditFilter.build(products, geos)
+
+    def count_audit(
+        self,
+        start: datetime,
+        end: datetime,
+        product_types: Iterable[str] | None = None,
+        geo_locations: Iterable[str] | None = None,
+        *,
+        end_inclusive: bool = False,
+    ) -> int:
+        """Seeded records in [start, end) (or [start, end]) matching the filters.
+
+        :param product_types: ``productTypes`` API values (e.g. "Portal"); None = all.
+        :param geo_locations: ``geoLocations`` values; None = all.
+        :param end_inclusive: count a record exactly at `end`, as ``/aos/audit`` does.
+        """
+        lo, hi, flt = self._window(start, end, product_types, geo_locations, end_inclusive)
+        return self._data.count(lo, hi, flt)
+
+    def iter_audit(
+        self,
+        start: datetime,
+        end: datetime,
+        product_types: Iterable[str] | None = None,
+        geo_locations: Iterable[str] | None = None,
+        *,
+        end_inclusive: bool = False,
+    ) -> Iterator[dict[str, object]]:
+        """The records ``count_audit`` counts, as the dicts the API serves, in time order."""
+        lo, hi, flt = self._window(start, end, product_types, geo_locations, end_inclusive)
+        return self._data.iter_records(lo, hi, flt)
+
+    # -- internals used by the handler -----------------------------------------------------
+
+    def _bump(self, *keys: str) -> None:
+        with self._lock:
+            for key in keys:
+                self._stats[key] += 1
+
+    def _next_fault(self, kind: str, *, allow_random: bool) -> str | None:
+        """Injected faults first, in order; then a random one at `fault_rate` (Graph only)."""
+        with self._lock:
+            queue = self._faults[kind]
+            if queue:
+                return queue.popleft()
+            cfg = self._config
+            if allow_random and cfg.fault_rate > 0 and self._rng.random() < cfg.fault_rate:
+                return self._rng.choice(cfg.fault_kinds)
+        return None
+
+    def _skip_fingerprint(self, q: AuditQuery) -> str:
+        # Binds a skipToken to its query and data set, so a token reused elsewhere is rejected.
+        cfg = self._config
+        key = f"{cfg.seed}|{cfg.records}|{q.start_us}|{q.end_us}|{q.products}|{q.geos}"
+        return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+
+    def _encode_skip(self, q: AuditQuery, index: int) -> str:
+        raw = json.dumps({"i": index, "q": self._skip_fingerprint(q)}, separators=(",", ":"))
+        return base64.urlsafe_b64encode(raw.encode()).rstrip(b"=").decode()
+
+    def _decode_skip(self, q: AuditQuery, token: str, lo: int, hi: int) -> int:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            payload = json.loads(raw)
+        except (binascii.Error, ValueError):
+            raise ValueError("invalid skipToken") from None
+        index = payload.get("i") if isinstance(payload, dict) else None
+        if (
+            not isinstance(index, int)
+            or isinstance(index, bool)
+            or payload.get("q") != self._skip_fingerprint(q)
+            or not lo <= index < hi
+        ):
+            raise ValueError("invalid skipToken")
+        return index
+
+    def _audit_page(self, q: AuditQuery) -> dict[str, object]:
+        """One page of `/aos/audit`: the window is inclusive at both ends, by design."""
+        lo, hi = self._data.index_range(q.start_us, q.end_us, end_inclusive=True)
+        flt = AuditFilter.build(q.products, q.geos)
+        first = lo if q.skip_token is None else self._decode_skip(q, q.skip_token, lo, hi)
+        records, following = self._data.page(first, hi, self._config.page_size, flt)
+        next_link = None
+        if following is not None:
+            pairs = [("startTime", q.start_raw), ("endTime", q.end_raw)]
+            pairs += [("productTypes", p) for p in q.products or ()]
+            pairs += [("geoLocations", g) for g in q.geos or ()]
+            pairs.append(("skipToken", self._encode_skip(q, following)))
+            # Absolute URL on the configured host, never the request's Host header.
+            next_link = f"{self.graph_url}/aos/audit?" + urlencode(pairs, quote_via=quote, safe=":")
+        return {"nextLink": next_link, "data": records}
+
+    def _track(self, conn: socket.socket, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections.add(conn)
+            else:
+                self._connections.discard(conn)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # never block shutdown on idle keep-alive connections
+    request_queue_size = 128  # the default 5 drops bursts of parallel clients into SYN retries
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], emulator: AosEmulator
+    ) -> None:
+        self.emulator = emulator
+        super().__init__(address, handler)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive; every answer carries Content-Length
+    disable_nagle_algorithm = True  # headers and body are separate writes; avoid ACK stalls
+    server: _Server
+
+    @property
+    def emu(self) -> AosEmulator:
+        return self.server.emulator
+
+    def setup(self) -> None:
+        super().setup()
+        self.emu._track(self.connection, True)
+
+    def finish(self) -> None:
+        self.emu._track(self.connection, False)
+        with contextlib.suppress(OSError):  # the peer (or stop()) already closed the socket
+            super().finish()
+
+    def log_message(self, format: str, *args: object) -> None:
+        if self.emu.config.verbose:
+            super().log_message(format, *args)
+
+    def do_GET(self) -> None:  # http.server's naming
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _dispatch(self, method: str) -> None:
+        try:
+            url = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length > 0 else b""  # keep-alive needs it drained
+            path = url.path.rstrip("/") or "/"
+            if path.startswith("/_emulator/"):
+                self._admin(method, path, url.query, body)
+                return
+            emu = self.emu
+            emu._bump("requests")
+            cfg = emu.config
+            if cfg.latency > 0:
+                time.sleep(cfg.latency)
+            if path == "/identity/.well-known/openid-configuration" and method == "GET":
+                self._discovery(cfg.discovery)
+            elif path == "/identity/connect/token":
+                self._token(method, body)
+            elif path == "/graph/aos/audit":
+                self._audit(method, url.query)
+            elif path.startswith("/graph/"):
+                self._error(404, f"no such Graph resource: {path[len('/graph') :]}")
+            else:
+                self._json(404, {"error": "not found"})
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away; nothing to answer
+        except Exception:  # a bug in the emulator: show it, and answer like the service would
+            traceback.print_exc(file=sys.stderr)
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self._error(500, "emulator internal error")
+
+    def _json(self, status: int, payload: object, headers: Mapping[str, str] | None = None) -> None:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", _JSON)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _error(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        """The Graph ErrorResponse: {traceId, error, statusCode}, traceId also as a header."""
+        trace_id = str(uuid.uuid4())
+        self._json(
+            status,
+            {"traceId": trace_id, "error": message, "statusCode": status},
+            {"x-trace-id": trace_id, **(headers or {})},
+        )
+
+    def _drop(self) -> None:
+        # No status line at all: the client sees the connection close mid-request.
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _fault(self, target: str, fault: str) -> None:
+        """Answer with a forced fault; 400/401 take the shape of the endpoint's own errors."""
+        emu, retry = self.emu, {"Retry-After": str(self.emu.config.retry_after)}
+        if fault == "drop":
+            emu._bump("fault_drop")
+            self._drop()
+        elif fault in ("429", "503"):
+            emu._bump(f"fault_{fault}")
+            text = "Too many requests" if fault == "429" else "Service unavailable"
+            self._error(int(fault), f"{text} (emulated fault)", retry)
+        elif fault == "500":
+            emu._bump("fault_500")
+            self._error(500, "Internal server error (emulated fault)")
+        elif target == "token":
+            unauthorized = fault == "401"
+            emu._bump("token_error", *(("unauthorized",) if unauthorized else ()))
+            error = "invalid_client" if unauthorized else "invalid_request"
+            self._json(int(fault), TokenError(error, "emulated fault").body())
+        elif fault == "401":
+            emu._bump("unauthorized")
+            self._error(401, "Unauthorized (emulated fault)", _BEARER_CHALLENGE)
+        else:
+            emu._bump("audit_error")
+            self._error(400, "Bad request (emulated fault)")
+
+    # -- identity --------------------------------------------------------------------------
+
+    def _discovery(self, enabled: bool) -> None:
+        emu = self.emu
+        emu._bump("discovery")  # counts attempts, so tests can see a fallback after a 404
+        if not enabled:
+            self._json(404, {"error": "not found"})
+            return
+        self._json(
+            200,
+            {
+                "issuer": emu.identity_url,
+                "token_endpoint": emu.token_url,
+                "grant_types_supported": ["client_credentials"],
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_post", "client_secret_basic", "private_key_jwt",
+                ],
+                "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
+            },
+        )  # fmt: skip
+
+    def _token(self, method: str, body: bytes) -> None:
+        emu = self.emu
+        try:
+            if method != "POST":
+                raise TokenError("invalid_request", "use POST", status=405)
+            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if ctype != "application/x-www-form-urlencoded":
+                raise TokenError("invalid_request", "Content-Type must be application/x-www-form-urlencoded")
+            pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+            form = dict(pairs)
+            emu._identity.record_request(form)
+            if len(form) != len(pairs):  # RFC 6749 §3.2: no repeated parameters
+                raise TokenError("invalid_request", "repeated form parameter")
+        except TokenError as exc:
+            emu._bump("token_error")
+            self._json(exc.status, exc.body())
+            return
+        fault = emu._next_fault("token", allow_random=False)
+        if fault is not None:
+            self._fault("token", fault)
+            return
+        try:
+            answer = emu._identity.issue(
+                form, self.headers.get("Authorization"), emu.token_url, emu.config.token_ttl
+            )
+        except TokenError as exc:
+            emu._bump("token_error")
+            self._json(exc.status, exc.body())
+            return
+        emu._bump("token")
+        self._json(200, answer, {"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    # -- Graph -----------------------------------------------------------------------------
+
+    def _audit(self, method: str, query: str) -> None:
+        emu = self.emu
+        if method != "GET":
+            self._error(405, f"{method} is not supported on /aos/audit")
+            return
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        info = emu._identity.lookup(token.strip()) if scheme.lower() == "bearer" else None
+        if info is None:
+            emu._bump("unauthorized")
+            self._error(401, "Unauthorized: missing, invalid or expired token", _BEARER_CHALLENGE)
+            return
+        if AUDIT_SCOPE not in info.scopes:
+            emu._bump("forbidden")
+            self._error(403, f"Forbidden: the token lacks scope {AUDIT_SCOPE}")
+            return
+        fault = emu._next_fault("audit", allow_random=True)
+        if fault is not None:
+            self._fault("audit", fault)
+            return
+        try:
+            page = emu._audit_page(parse_audit_query(_query_params(query), enforce_limit=True))
+        except ValueError as exc:
+            emu._bump("audit_error")
+            self._error(400, str(exc))
+            return
+        emu._bump("audit")
+        self._json(200, page)
+
+    # -- admin -----------------------------------------------------------------------------
+
+    def _admin(self, method: str, path: str, query: str, body: bytes) -> None:
+        emu = self.emu
+        route = (method, path[len("/_emulator") :])
+        try:
+            payload = json.loads(body) if body else {}
+            if route == ("GET", "/stats"):
+                self._json(200, emu.stats())
+                return
+            if route == ("GET", "/audit/count"):
+                params = _query_params(query)
+                q = parse_audit_query(params, enforce_limit=False)
+                inclusive = params.get("endinclusive", ["false"])[0].lower() in ("true", "1")
+                lo, hi = emu._data.index_range(q.start_us, q.end_us, end_inclusive=inclusive)
+                count = emu._data.count(lo, hi, AuditFilter.build(q.products, q.geos))
+                self._json(200, {"count": count})
+                return
+            if method != "POST":
+                self._json(404, {"error": f"no admin route {method} {path}"})
+                return
+            if not isinstance(payload, dict):
+                raise ValueError("the body must be a JSON object")
+            if route[1] == "/reset":
+                emu.reset_stats()
+            elif route[1] == "/config":
+                emu.configure(**payload)
+            elif route[1] == "/clients":
+                emu.register_client(
+                    str(payload["client_id"]),
+                    secret=payload.get("secret"),
+                    certificate_pem=payload.get("certificate_pem"),
+                    scopes=payload.get("scopes", ALL_SCOPES),
+                )
+            elif route[1] == "/faults":
+                emu.inject_faults(str(payload["kind"]), payload["faults"])
+            elif route[1] == "/revoke":
+                emu.revoke_tokens()
+            else:
+                self._json(404, {"error": f"no admin route {method} {path}"})
+                return
+            self._json(200, {"ok": True})
+        except (ValueError, KeyError, TypeError) as exc:
+            self._json(400, {"error": f"{type(exc).__name__}: {exc}"})
+
+
+_BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
