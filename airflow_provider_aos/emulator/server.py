@@ -36,7 +36,7 @@ from .identity import ALL_SCOPES, IdentityService, TokenError, make_client
 AUDIT_SCOPE = "audit.read.all"
 MAX_WINDOW = timedelta(days=7)
 RANDOM_FAULT_KINDS: tuple[str, ...] = ("429", "500", "503", "drop")
-INJECTABLE_FAULTS: frozenset[str] = frozenset({"429", "500", "503", "400", "401", "drop"})
+INJECTABLE_FAULTS: frozenset[str] = frozenset({"429", "500", "503", "400", "401", "drop", "ok"})
 FAULT_TARGETS: tuple[str, ...] = ("token", "audit")
 RUNTIME_SETTINGS: frozenset[str] = frozenset(
     {"latency", "fault_rate", "fault_kinds", "retry_after", "token_ttl", "page_size", "discovery"}
@@ -348,7 +348,8 @@ class AosEmulator:
         """Queue forced answers for the next requests of `kind`, consumed in order.
 
         :param kind: "token" or "audit".
-        :param faults: each one of 429, 500, 503, 400, 401 (ints or strings) or "drop".
+        :param faults: each one of 429, 500, 503, 400, 401 (ints or strings), "drop", or "ok" (answer
+            normally: ``["ok", "ok", 400]`` fails the third request only).
         """
         if kind not in FAULT_TARGETS:
             raise ValueError(f"kind must be one of {FAULT_TARGETS}")
@@ -443,7 +444,8 @@ class AosEmulator:
         with self._lock:
             queue = self._faults[kind]
             if queue:
-                return queue.popleft()
+                fault = queue.popleft()
+                return None if fault == "ok" else fault
             cfg = self._config
             if allow_random and cfg.fault_rate > 0 and self._rng.random() < cfg.fault_rate:
                 return self._rng.choice(cfg.fault_kinds)

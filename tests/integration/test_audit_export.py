@@ -1,0 +1,175 @@
+"""AosAuditExportOperator against the emulator: windows, boundaries, filters, bad input, no partial files."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pendulum
+import pytest
+
+from airflow_provider_aos.emulator import AosEmulator
+from airflow_provider_aos.exceptions import AosApiError, AosConfigError
+from airflow_provider_aos.operators.audit import AosAuditExportOperator, split_window
+
+UTC = UTC
+NOV1 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def export(conn_id: str, destination: Path | str, context: dict | None = None, **kwargs) -> dict:
+    op = AosAuditExportOperator(task_id="export", aos_conn_id=conn_id, destination=str(destination), **kwargs)
+    return op.execute(context or {})
+
+
+def read_lines(path: Path) -> list[dict]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as fh:
+        return [json.loads(line) for line in fh]
+
+
+def test_window_longer_than_seven_days_is_split_and_complete(emulator: AosEmulator, aos_connection, tmp_path):
+    conn = aos_connection()
+    start, end = NOV1, NOV1 + timedelta(days=16)
+    manifest = export(conn, tmp_path / "a.jsonl", start_time=start.isoformat(), end_time=end.isoformat())
+    assert manifest["windows"] == 3  # 7 + 7 + 2 days: the API refuses more than 7 at once
+    assert read_lines(tmp_path / "a.jsonl") == list(emulator.iter_audit(start, end))
+    assert manifest["records"] == emulator.count_audit(start, end)
+    assert emulator.stats()["audit_error"] == 0
+
+
+def test_records_on_a_window_boundary_are_exported_exactly_once(
+    emulator: AosEmulator, aos_connection, tmp_path
+):
+    """Consecutive runs split at a record's exact time: it lands in the later run only (half-open windows)."""
+    conn = aos_connection()
+    boundary_record = next(emulator.iter_audit(NOV1, NOV1 + timedelta(days=1)))
+    boundary = datetime.fromisoformat(boundary_record["actionTime"])
+    first = export(conn, tmp_path / "1.jsonl", start_time=NOV1 - timedelta(days=1), end_time=boundary)
+    second = export(conn, tmp_path / "2.jsonl", start_time=boundary, end_time=NOV1 + timedelta(days=1))
+    assert boundary_record not in read_lines(tmp_path / "1.jsonl")
+    assert read_lines(tmp_path / "2.jsonl")[0] == boundary_record
+    both = read_lines(tmp_path / "1.jsonl") + read_lines(tmp_path / "2.jsonl")
+    assert both == list(emulator.iter_audit(NOV1 - timedelta(days=1), NOV1 + timedelta(days=1)))
+    assert first["records"] + second["records"] == len(both)
+
+
+def test_default_window_is_the_runs_data_interval(emulator: AosEmulator, aos_connection, tmp_path):
+    conn = aos_connection()
+    context = {
+        "data_interval_start": pendulum.datetime(2026, 11, 3, tz="UTC"),
+        "data_interval_end": pendulum.datetime(2026, 11, 4, tz="UTC"),
+    }
+    manifest = export(conn, tmp_path / "d.jsonl.gz", context)
+    assert manifest["start_time"] == "2026-11-03T00:00:00.000Z"
+    assert manifest["end_time"] == "2026-11-04T00:00:00.000Z"
+    assert manifest["compression"] == "gzip"
+    assert manifest["records"] == emulator.count_audit(
+        datetime(2026, 11, 3, tzinfo=UTC), datetime(2026, 11, 4, tzinfo=UTC)
+    )
+    assert len(read_lines(tmp_path / "d.jsonl.gz")) == manifest["records"]
+
+
+def test_gzip_output_is_byte_identical_on_rerun(aos_connection, tmp_path):
+    conn = aos_connection()
+    kwargs = {"start_time": "2026-11-01T00:00:00Z", "end_time": "2026-11-02T00:00:00Z"}
+    export(conn, tmp_path / "x.jsonl.gz", **kwargs)
+    first = (tmp_path / "x.jsonl.gz").read_bytes()
+    export(conn, tmp_path / "x.jsonl.gz", **kwargs)
+    assert (tmp_path / "x.jsonl.gz").read_bytes() == first
+    assert first[:2] == b"\x1f\x8b"
+
+
+@pytest.mark.parametrize(
+    ("product_types", "geo_locations"),
+    [(["Portal"], None), ("Portal,Office365Backup", None), (None, ["NAM", "EUR"]), (["Portal"], "JPN")],
+)
+def test_filters_are_sent_and_applied(
+    emulator: AosEmulator, aos_connection, tmp_path, product_types, geo_locations
+):
+    conn = aos_connection()
+    start, end = NOV1, NOV1 + timedelta(days=3)
+    manifest = export(
+        conn,
+        tmp_path / "f.jsonl",
+        start_time=start,
+        end_time=end,
+        product_types=product_types,
+        geo_locations=geo_locations,
+    )
+    as_list = lambda v: v.split(",") if isinstance(v, str) else v  # noqa: E731
+    expected = list(emulator.iter_audit(start, end, as_list(product_types), as_list(geo_locations)))
+    assert 0 < manifest["records"] < emulator.count_audit(start, end)
+    assert read_lines(tmp_path / "f.jsonl") == expected
+
+
+def test_failure_mid_export_leaves_no_file_and_keeps_the_previous_one(
+    emulator: AosEmulator, aos_connection, tmp_path
+):
+    conn = aos_connection()
+    target = tmp_path / "keep.jsonl"
+    target.write_text("previous complete export\n")
+    emulator.configure(page_size=20)
+    emulator.inject_faults("audit", ["ok", "ok", 400])  # two pages are written, then a 400 (never retried)
+    with pytest.raises(AosApiError) as err:
+        export(conn, target, start_time="2026-11-01T00:00:00Z", end_time="2026-11-02T00:00:00Z")
+    assert err.value.status == 400
+    assert err.value.trace_id
+    assert emulator.stats()["audit"] == 2
+    assert target.read_text() == "previous complete export\n"  # the old file is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.jsonl"]  # and no temporary file is left
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"start_time": "2026-11-02T00:00:00Z", "end_time": "2026-11-01T00:00:00Z"}, "end_time"),
+        ({"start_time": datetime(2026, 11, 1), "end_time": "2026-11-02T00:00:00Z"}, "start_time"),
+        ({"start_time": "2026-11-01T00:00:00Z", "end_time": "2026-11-02T00:00:00"}, "end_time"),
+        ({"start_time": "yesterday", "end_time": "2026-11-02T00:00:00Z"}, "start_time"),
+        ({"start_time": "2026-11-01T00:00:00Z", "end_time": "2026-11-01T00:00:00Z"}, "end_time"),
+        ({"start_time": "2026-11-01T00:00:00Z"}, "end_time"),
+        (
+            {
+                "start_time": "2026-11-01T00:00:00Z",
+                "end_time": "2026-11-02T00:00:00Z",
+                "product_types": ["Portal&x=1"],
+            },
+            "product_types",
+        ),
+        (
+            {"start_time": "2026-11-01T00:00:00Z", "end_time": "2026-11-02T00:00:00Z", "compression": "zip"},
+            "compression",
+        ),
+    ],
+)
+def test_bad_arguments_fail_before_any_request(
+    emulator: AosEmulator, aos_connection, tmp_path, kwargs, field
+):
+    conn = aos_connection()
+    with pytest.raises(AosConfigError) as err:
+        export(conn, tmp_path / "bad.jsonl", **kwargs)
+    assert err.value.field == field
+    assert str(err.value).startswith(f"{field}: ")
+    assert emulator.stats()["requests"] == 0
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("destination", ["relative/path.jsonl", "/tmp/folder/", ""])
+def test_bad_destination_is_refused(aos_connection, destination):
+    conn = aos_connection()
+    with pytest.raises(AosConfigError) as err:
+        export(conn, destination, start_time="2026-11-01T00:00:00Z", end_time="2026-11-02T00:00:00Z")
+    assert err.value.field == "destination"
+
+
+def test_split_window_covers_the_range_without_gaps():
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    end = start + timedelta(days=20, hours=5)
+    windows = list(split_window(start, end))
+    assert windows[0][0] == start
+    assert windows[-1][1] == end
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(windows))
+    assert all(hi - lo <= timedelta(days=7) for lo, hi in windows)
