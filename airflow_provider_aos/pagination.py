@@ -272,7 +272,8 @@ class TopSkipPaging:
         link = find_next_link(body)
         if link is not None and looks_like_link(link):
             return _follow(link, request, None)
-        if len(items) < self.top:
+        top = int(get_param(request.params, self.top_param) or self.top)
+        if len(items) < top:
             return None
         skip = int(get_param(request.params, self.skip_param) or 0) + len(items)
         total = find_total(body)

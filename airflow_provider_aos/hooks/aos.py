@@ -489,16 +489,21 @@ class AosHook(BaseHook):
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Extra fields of the Airflow 2.11 connection form: built from ``CONN_FIELDS`` (provider info)."""
+        """
+        Extra fields of the Airflow 2.11 connection form, built from ``CONN_FIELDS`` (provider info).
+
+        Airflow 2 accepts only ``StringField``, ``PasswordField``, ``IntegerField`` and
+        ``BooleanField`` (exact classes) and drops the whole hook otherwise: so multiline fields are
+        string fields with a text-area widget, and the data center a text field limited to its values.
+        """
         from flask_appbuilder.fieldwidgets import (
             BS3PasswordFieldWidget,
             BS3TextAreaFieldWidget,
             BS3TextFieldWidget,
-            Select2Widget,
         )
         from flask_babel import lazy_gettext
-        from wtforms import PasswordField, SelectField, StringField, TextAreaField
-        from wtforms.validators import Optional
+        from wtforms import PasswordField, StringField
+        from wtforms.validators import AnyOf, Optional
 
         widgets: dict[str, Any] = {}
         for name, spec in CONN_FIELDS.items():
@@ -506,18 +511,16 @@ class AosHook(BaseHook):
             label = lazy_gettext(spec["label"])
             description = spec.get("description")
             if "enum" in schema:
-                choices = [("", "")] + [(v, v) for v in schema["enum"]]
-                widgets[name] = SelectField(
+                widgets[name] = StringField(
                     label,
-                    choices=choices,
-                    widget=Select2Widget(),
-                    validators=[Optional()],
+                    widget=BS3TextFieldWidget(),
+                    validators=[Optional(), AnyOf(schema["enum"])],
                     description=description,
                 )
             elif schema.get("format") == "password":
                 widgets[name] = PasswordField(label, widget=BS3PasswordFieldWidget(), description=description)
             elif schema.get("format") == "multiline":
-                widgets[name] = TextAreaField(label, widget=BS3TextAreaFieldWidget(), description=description)
+                widgets[name] = StringField(label, widget=BS3TextAreaFieldWidget(), description=description)
             else:
                 widgets[name] = StringField(label, widget=BS3TextFieldWidget(), description=description)
         return widgets
