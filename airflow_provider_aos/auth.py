@@ -159,18 +159,24 @@ def _load_pem_key(block: bytes, passphrase: bytes | None, key_field: str) -> obj
 def _load_pkcs12(
     data: bytes, passphrase: bytes | None, key_field: str
 ) -> tuple[object, x509.Certificate | None]:
+    if not data.startswith(b"\x30"):  # a PKCS#12 file is a DER SEQUENCE: this is something else
+        raise AosConfigError(key_field, "is neither a PEM private key nor a PKCS#12 (.pfx) bundle")
     try:
         key, cert, _ = pkcs12.load_key_and_certificates(data, passphrase)
     except ValueError:
-        if passphrase is None:
+        if passphrase is not None:
+            try:  # a passphrase for a clear bundle is harmless, as it is for a clear PEM key
+                key, cert, _ = pkcs12.load_key_and_certificates(data, None)
+            except ValueError:
+                raise AosConfigError(
+                    "extra.private_key_passphrase",
+                    f"the PKCS#12 bundle in {key_field} could not be opened: wrong passphrase, or a damaged .pfx",
+                ) from None
+        else:
             raise AosConfigError(
                 "extra.private_key_passphrase",
                 f"the PKCS#12 bundle in {key_field} could not be opened without a passphrase; set its passphrase",
             ) from None
-        raise AosConfigError(
-            "extra.private_key_passphrase",
-            f"the PKCS#12 bundle in {key_field} could not be opened: wrong passphrase, or not a .pfx file",
-        ) from None
     if key is None:
         raise AosConfigError(
             key_field, "the PKCS#12 bundle holds no private key; export the .pfx with its key"
@@ -338,7 +344,9 @@ def parse_token_response(
             expires_at=now + expires_in,
             lifetime=expires_in,
         )
-    error = payload.get("error") if isinstance(payload.get("error"), str) else None
+    secrets = list(secrets)
+    # Server text is scrubbed before it is shortened, so no part of a secret can survive the cut.
+    error = scrub(payload["error"], secrets)[:100] if isinstance(payload.get("error"), str) else None
     description = (
         payload.get("error_description") if isinstance(payload.get("error_description"), str) else None
     )
@@ -352,7 +360,7 @@ def parse_token_response(
     if error == "invalid_scope" and scope:
         message += f" Requested scope: {scope!r}."
     if description:
-        message += f" Server said: {scrub(description[:300], secrets)}"
+        message += f" Server said: {scrub(description, secrets)[:300]}"
     return_error = AosAuthError(message, error=error, status=status)
     raise return_error
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
-from urllib.parse import urljoin
+from urllib.parse import parse_qsl, urljoin
 
 from airflow_provider_aos.exceptions import AosPaginationError
 
@@ -171,6 +171,19 @@ class PagingStyle(Protocol):
     def next_request(self, body: Any, request: PageRequest, items: list[Any]) -> PageRequest | None: ...
 
 
+def _counting_from(request: PageRequest) -> PageRequest:
+    """
+    The request with its URL's query moved into ``params``, so counters can be read and bumped.
+
+    After a followed link (whose query sits in the URL), a page may come without a link; counting
+    must then continue from the link's ``pageIndex``/``skip``, not restart or add a second one.
+    """
+    if "?" not in request.url:
+        return request
+    url, query = request.url.split("?", 1)
+    return replace(request, url=url, params=(*parse_qsl(query, keep_blank_values=True), *request.params))
+
+
 def _follow(link: str, request: PageRequest, service_prefix: str | None) -> PageRequest:
     """GET a link as-is: its query replaces ours (it already carries the filters)."""
     return PageRequest(
@@ -238,10 +251,12 @@ class PageIndexPaging:
         link = find_next_link(body)
         if link is not None and looks_like_link(link):
             return _follow(link, request, self.service_prefix)
-        if not items or (self.page_size and len(items) < self.page_size):
+        request = _counting_from(request)
+        requested = get_param(request.params, self.size_param)
+        size = int(requested or self.page_size or len(items))
+        if not items or ((requested or self.page_size) and len(items) < size):
             return None
         index = int(get_param(request.params, self.index_param) or self.first_index)
-        size = int(get_param(request.params, self.size_param) or self.page_size or len(items))
         total = find_total(body)
         if total is not None and (index - self.first_index + 1) * size >= total:
             return None
@@ -272,6 +287,7 @@ class TopSkipPaging:
         link = find_next_link(body)
         if link is not None and looks_like_link(link):
             return _follow(link, request, None)
+        request = _counting_from(request)
         top = int(get_param(request.params, self.top_param) or self.top)
         if len(items) < top:
             return None

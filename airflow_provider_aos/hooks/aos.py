@@ -375,8 +375,10 @@ class AosHook(BaseHook):
         query = to_params(params)
         attempts = 0
         response: requests.Response | None = None
+        used: list[str] = []  # tokens sent, scrubbed from any error text the server echoes back
         for replay in (False, True):
             token = self._token(resolved)
+            used.append(token.value)
             headers = {"Authorization": f"Bearer {token.value}", "Accept": "application/json"}
             response, error, n = self._send(
                 method, url, params=query, json=json, headers=headers, idempotent=idempotent
@@ -398,7 +400,7 @@ class AosHook(BaseHook):
         assert response is not None
         if response.status_code >= 300 and response.status_code not in ok_statuses:
             message, trace_id = _error_details(response)
-            message = scrub(message, self.config.secrets()) if message else None
+            message = scrub(message, [*self.config.secrets(), *used]) if message else None
             if response.status_code == 401:
                 message = (message + ". " if message else "") + (
                     "A fresh token was rejected too: check that the connection's data center / host is the "
