@@ -1,0 +1,603 @@
+"""Unit tests of the streaming page iterator and the paging styles (endpoints.md §5)."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+
+from airflow_provider_aos.config import AosConnectionConfig
+from airflow_provider_aos.exceptions import AosPaginationError
+from airflow_provider_aos.hooks.aos import AosHook
+from airflow_provider_aos.pagination import (
+    BodyTokenPaging,
+    NextLinkPaging,
+    PageIndexPaging,
+    PageIterator,
+    PageRequest,
+    StartIndexPaging,
+    TopSkipPaging,
+    extract_items,
+    to_params,
+    with_param,
+)
+
+API = "https://graph-us.avepointonlineservices.com"
+
+
+class FakeApi:
+    """A ``fetch`` that records every request and answers from ``respond(request, call_number)``."""
+
+    def __init__(self, respond: Callable[[PageRequest, int], Any]) -> None:
+        self.respond = respond
+        self.requests: list[PageRequest] = []
+
+    def __call__(self, request: PageRequest) -> Any:
+        self.requests.append(request)
+        return self.respond(request, len(self.requests))
+
+
+def scripted(*bodies: Any) -> FakeApi:
+    """A fake API answering the n-th request with the n-th body."""
+    return FakeApi(lambda request, n: bodies[n - 1])
+
+
+def query(request: PageRequest) -> list[tuple[str, str]]:
+    """Every query parameter the request would send: those in its URL, then its params."""
+    return [*parse_qsl(urlsplit(request.url).query), *request.params]
+
+
+def values(request: PageRequest, name: str) -> list[str]:
+    return [v for k, v in query(request) if k.lower() == name.lower()]
+
+
+# -- style A / B: absolute nextLink -------------------------------------------------------------
+
+
+def test_absolute_next_link_is_followed_as_is_without_resending_params() -> None:
+    """Style A: GET the nextLink URL as given; its query replaces the first request's params."""
+    link = f"{API}/aos/audit?startTime=2026-10-01&pageSize=2&skipToken=abc"
+    api = scripted({"data": [1, 2], "nextLink": link}, {"data": [3], "nextLink": None})
+    first = PageRequest("aos/audit", params=(("startTime", "2026-10-01"), ("pageSize", "2")))
+
+    assert list(PageIterator(api, first, NextLinkPaging())) == [1, 2, 3]
+    assert api.requests[0] == first
+    assert api.requests[1].url == link
+    assert api.requests[1].params == ()
+    assert api.requests[1].method == "GET"
+
+
+@pytest.mark.parametrize("end", [None, "", "   "])
+def test_null_or_empty_next_link_ends_the_walk(end: str | None) -> None:
+    api = scripted({"data": [1], "nextLink": f"{API}/aos/audit?skipToken=t"}, {"data": [2], "nextLink": end})
+
+    assert list(PageIterator(api, PageRequest("aos/audit"), NextLinkPaging())) == [1, 2]
+    assert len(api.requests) == 2
+
+
+def test_audit_next_link_carrying_skip_token_is_followed() -> None:
+    """Style B (/aos/audit): the nextLink carries skipToken; the next request is exactly that link."""
+    link = f"{API}/aos/audit?skipToken=eyJvZmZzZXQiOjEwMH0%3D&startTime=2026-10-01T00%3A00%3A00Z"
+    api = scripted({"data": ["a"], "nextLink": link}, {"data": ["b"], "nextLink": None})
+    first = PageRequest("aos/audit", params=(("startTime", "2026-10-01T00:00:00Z"),))
+
+    assert list(PageIterator(api, first, NextLinkPaging())) == ["a", "b"]
+    assert values(api.requests[1], "skipToken") == ["eyJvZmZzZXQiOjEwMH0="]
+    assert values(api.requests[1], "startTime") == ["2026-10-01T00:00:00Z"]
+
+
+# -- style C: opaque token sent back as skiptoken -----------------------------------------------
+
+
+def test_opaque_lowercase_nextlink_is_sent_back_as_skiptoken() -> None:
+    """Style C (IaaS + PaaS): ``nextlink`` is a token; resend the same query with skiptoken=token."""
+    api = scripted(
+        {"data": [1], "nextlink": "a%2Fb%2Bc=="},
+        {"data": [2], "nextlink": "d%2Fe%2Bf=="},
+        {"data": [3], "nextlink": None},
+    )
+    first = PageRequest("backup/vm/jobs", params=(("pageNumber", "0"), ("pageSize", "1")))
+
+    assert list(PageIterator(api, first, NextLinkPaging(token_param="skiptoken"))) == [1, 2, 3]
+    second, third = api.requests[1], api.requests[2]
+    assert second.url == third.url == "backup/vm/jobs"
+    assert values(second, "skiptoken") == ["a%2Fb%2Bc=="]
+    assert values(third, "skiptoken") == ["d%2Fe%2Bf=="]  # replaces the previous token
+    for request in (second, third):
+        assert values(request, "pageNumber") == ["0"]
+        assert values(request, "pageSize") == ["1"]
+
+
+# -- style D / I: pageIndex + pageSize ----------------------------------------------------------
+
+
+def test_page_index_paging_sets_first_index_and_size() -> None:
+    api = scripted({"data": []})
+    list(
+        PageIterator(
+            api, PageRequest("backup/m365/cloudbackupjobs"), PageIndexPaging(first_index=0, page_size=10)
+        )
+    )
+
+    assert values(api.requests[0], "pageIndex") == ["0"]
+    assert values(api.requests[0], "pageSize") == ["10"]
+
+
+def test_page_index_paging_follows_metadata_next_link() -> None:
+    """Style D: a non-empty metadata.nextLink wins over counting."""
+    link = f"{API}/backup/m365/cloudbackupjobs?pageIndex=1&pageSize=2"
+    api = scripted(
+        {"data": [1, 2], "metadata": {"nextLink": link, "totalCount": 3}},
+        {"data": [3], "metadata": {"nextLink": "", "totalCount": 3}},
+    )
+    style = PageIndexPaging(first_index=0, page_size=2)
+
+    assert list(PageIterator(api, PageRequest("backup/m365/cloudbackupjobs"), style)) == [1, 2, 3]
+    assert api.requests[1].url == link
+    assert api.requests[1].params == ()
+
+
+def test_page_index_paging_counts_until_a_short_page() -> None:
+    """Style D without a link: pageIndex + 1 until a page shorter than pageSize."""
+    pages = {0: ["a", "b"], 1: ["c", "d"], 2: ["e"]}
+    api = FakeApi(lambda request, n: {"data": pages[int(values(request, "pageIndex")[0])]})
+
+    items = list(PageIterator(api, PageRequest("jobs"), PageIndexPaging(first_index=0, page_size=2)))
+
+    assert items == ["a", "b", "c", "d", "e"]
+    assert [values(r, "pageIndex") for r in api.requests] == [["0"], ["1"], ["2"]]
+
+
+def test_page_index_paging_stops_on_an_empty_page_without_page_size() -> None:
+    pages = {1: ["a", "b"], 2: ["c"], 3: []}
+    api = FakeApi(lambda request, n: {"data": pages[int(values(request, "pageIndex")[0])]})
+
+    assert list(PageIterator(api, PageRequest("jobs"), PageIndexPaging())) == ["a", "b", "c"]
+    assert len(api.requests) == 3
+
+
+@pytest.mark.parametrize(
+    ("first_index", "body"),
+    [
+        (0, lambda items: {"data": items, "metadata": {"nextLink": None, "totalCount": 4}}),
+        (0, lambda items: {"data": items, "metadata": {"totalNumber": 4}}),
+        (1, lambda items: {"data": items, "metadata": {"pageIndex": 1, "pageSize": 2, "totalCount": 4}}),
+        (0, lambda items: {"data": {"jobs": items, "nextLink": None, "totalCount": 4}}),  # Salesforce
+    ],
+    ids=["metadata.totalCount", "metadata.totalNumber", "style-I", "data.totalCount"],
+)
+def test_page_index_paging_stops_when_total_count_is_reached(first_index: int, body: Callable) -> None:
+    """Two full pages of 2 make the total of 4: no third request."""
+    api = FakeApi(lambda request, n: body([n * 10 + 1, n * 10 + 2]))
+
+    items = list(
+        PageIterator(api, PageRequest("jobs"), PageIndexPaging(first_index=first_index, page_size=2))
+    )
+
+    assert items == [11, 12, 21, 22]
+    assert [values(r, "pageIndex") for r in api.requests] == [[str(first_index)], [str(first_index + 1)]]
+
+
+def test_salesforce_data_next_link_is_followed() -> None:
+    """Salesforce nests paging in data: data.jobs, data.nextLink."""
+    link = f"{API}/backup/sfbapi/jobs?pageIndex=1&pageSize=2"
+    api = scripted(
+        {"data": {"jobs": ["j1", "j2"], "nextLink": link, "totalCount": 3}},
+        {"data": {"jobs": ["j3"], "nextLink": None, "totalCount": 3}},
+    )
+    style = PageIndexPaging(first_index=0, page_size=2)
+
+    assert list(PageIterator(api, PageRequest("backup/sfbapi/jobs"), style)) == ["j1", "j2", "j3"]
+    assert api.requests[1].url == link
+
+
+def test_page_index_paging_honours_the_callers_page_size() -> None:
+    """The caller's own pageSize wins over the style's default, so a full page of that size continues."""
+    pages = {0: ["a", "b"], 1: ["c", "d"], 2: ["e"]}
+    api = FakeApi(lambda request, n: {"data": pages[int(values(request, "pageIndex")[0])]})
+    first = PageRequest("jobs", params=(("pageSize", "2"),))
+
+    items = list(PageIterator(api, first, PageIndexPaging(first_index=0, page_size=10), max_pages=10))
+
+    assert values(api.requests[0], "pageSize") == ["2"]
+    assert items == ["a", "b", "c", "d", "e"]
+
+
+def first_value_server(pages: dict[int, list[Any]], make_body: Callable[[list[Any], int], Any], name: str):
+    """A fake server that reads ``name`` like ASP.NET does: the first value wins when repeated."""
+
+    def respond(request: PageRequest, n: int) -> Any:
+        position = int(values(request, name)[0])
+        return make_body(pages.get(position, []), position)
+
+    return FakeApi(respond)
+
+
+def test_page_index_full_last_page_after_a_followed_link_is_not_fetched_twice() -> None:
+    """metadata.nextLink on page 0, none on the full last page 1 (total reached): two requests, no duplicates."""
+
+    def body(items: list[Any], index: int) -> Any:
+        link = f"{API}/backup/m365/cloudbackupjobs?pageIndex={index + 1}&pageSize=2" if index == 0 else None
+        return {"data": items, "metadata": {"nextLink": link, "totalCount": 4}}
+
+    api = first_value_server({0: ["a", "b"], 1: ["c", "d"]}, body, "pageIndex")
+    style = PageIndexPaging(first_index=0, page_size=2)
+
+    items = list(PageIterator(api, PageRequest("backup/m365/cloudbackupjobs"), style, max_pages=10))
+
+    assert items == ["a", "b", "c", "d"]
+    assert len(api.requests) == 2
+    assert all(len(values(r, "pageIndex")) == 1 for r in api.requests)
+
+
+# -- style E: top/skip -------------------------------------------------------------------------
+
+
+def test_top_skip_follows_next_link_when_present() -> None:
+    link = f"{API}/aos/jobs?top=2&skip=1"
+    api = scripted({"jobs": [1, 2], "nextLink": link}, {"jobs": [3], "nextLink": None})
+
+    assert list(PageIterator(api, PageRequest("aos/jobs"), TopSkipPaging(top=2))) == [1, 2, 3]
+    assert values(api.requests[0], "top") == ["2"]
+    assert values(api.requests[0], "skip") == ["0"]
+    assert api.requests[1].url == link
+    assert api.requests[1].params == ()
+
+
+def test_top_skip_adds_top_to_skip_until_a_short_page() -> None:
+    rows = list(range(7))
+    api = FakeApi(
+        lambda request, n: {
+            "value": rows[int(values(request, "skip")[0]) :][: int(values(request, "top")[0])]
+        }
+    )
+
+    assert list(PageIterator(api, PageRequest("aos/jobs"), TopSkipPaging(top=3))) == rows
+    assert [values(r, "skip") for r in api.requests] == [["0"], ["3"], ["6"]]
+    assert all(values(r, "top") == ["3"] for r in api.requests)
+
+
+def test_top_skip_stops_at_total_count() -> None:
+    api = FakeApi(lambda request, n: {"value": [n, n], "totalCount": 4})
+
+    assert list(PageIterator(api, PageRequest("aos/jobs"), TopSkipPaging(top=2))) == [1, 1, 2, 2]
+    assert len(api.requests) == 2
+
+
+def test_top_skip_honours_the_callers_top() -> None:
+    """The caller's own top wins over the style's default, so a full page of that size continues."""
+    rows = list(range(5))
+    api = FakeApi(
+        lambda request, n: {
+            "value": rows[int(values(request, "skip")[0]) :][: int(values(request, "top")[0])]
+        }
+    )
+    first = PageRequest("aos/jobs", params=(("top", "2"),))
+
+    assert list(PageIterator(api, first, TopSkipPaging(top=100), max_pages=10)) == rows
+
+
+def test_top_skip_full_last_page_after_a_followed_link_is_not_fetched_twice() -> None:
+    """nextLink on page 1, none on the full last page (total reached): two requests, no duplicates."""
+
+    def body(items: list[Any], skip: int) -> Any:
+        link = f"{API}/aos/jobs?top=2&skip={skip + 2}" if skip == 0 else None
+        return {"jobs": items, "nextLink": link, "totalCount": 4}
+
+    api = first_value_server({0: ["a", "b"], 2: ["c", "d"]}, body, "skip")
+
+    items = list(PageIterator(api, PageRequest("aos/jobs"), TopSkipPaging(top=2), max_pages=10))
+
+    assert items == ["a", "b", "c", "d"]
+    assert len(api.requests) == 2
+
+
+# -- style F: relative links -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "style",
+    [NextLinkPaging(service_prefix="/dynamicsbackup"), PageIndexPaging(service_prefix="/dynamicsbackup")],
+    ids=["nextlink", "pageindex"],
+)
+@pytest.mark.parametrize(
+    "link", ["/jobs?pageIndex=2&pageSize=1", "/dynamicsbackup/jobs?pageIndex=2&pageSize=1"]
+)
+def test_dynamics_root_relative_link_gets_the_service_prefix(style: Any, link: str) -> None:
+    """D365 returns /jobs?... without /dynamicsbackup; the prefix is restored, never doubled."""
+    api = scripted({"data": [1], "nextLink": link}, {"data": [], "nextLink": None})
+
+    list(PageIterator(api, PageRequest("dynamicsbackup/jobs"), style))
+
+    assert api.requests[1].url == "/dynamicsbackup/jobs?pageIndex=2&pageSize=1"
+    assert api.requests[1].params == ()
+
+
+def test_dmso_relative_link_resolves_against_the_request_path() -> None:
+    """DMSO returns audits?...; it resolves like a browser would, against dmso/audits."""
+    link = "audits?orderBy=time&isASC=false&pageIndex=2&pageSize=1"
+    api = scripted({"data": ["x"], "nextLink": link}, {"data": ["y"], "nextLink": None})
+    first = PageRequest("dmso/audits", params=(("pageSize", "1"),))
+
+    assert list(PageIterator(api, first, PageIndexPaging(page_size=1), max_pages=2)) == ["x", "y"]
+    assert api.requests[1].url == "dmso/audits?orderBy=time&isASC=false&pageIndex=2&pageSize=1"
+    assert api.requests[1].params == ()
+
+
+# -- styles G and H ----------------------------------------------------------------------------
+
+
+def test_body_token_paging_posts_the_same_body_with_the_token() -> None:
+    """Style G (Insights): POST the same body with nextLink = returned token."""
+    api = scripted(
+        {"data": [1], "nextLink": "tok-1"},
+        {"data": [2], "nextLink": "tok-2"},
+        {"data": [3], "nextLink": None},
+    )
+    first = PageRequest("insights/users/access", method="POST", json={"pageSize": 1, "siteId": "s"})
+
+    assert list(PageIterator(api, first, BodyTokenPaging())) == [1, 2, 3]
+    assert [r.method for r in api.requests] == ["POST"] * 3
+    assert [r.json for r in api.requests] == [
+        {"pageSize": 1, "siteId": "s"},
+        {"pageSize": 1, "siteId": "s", "nextLink": "tok-1"},
+        {"pageSize": 1, "siteId": "s", "nextLink": "tok-2"},
+    ]
+
+
+@pytest.mark.parametrize("end", [None, ""])
+def test_start_index_paging_resends_the_returned_index_until_null(end: Any) -> None:
+    """Style H (Opus): resend startIndex from the body; null (or empty) ends the walk."""
+    api = scripted(
+        {"data": ["r1", "r2"], "startIndex": 2},
+        {"data": ["r3", "r4"], "startIndex": 4},
+        {"data": ["r5"], "startIndex": end},
+    )
+    first = PageRequest("records/connector/records", params=(("itemsPerPage", "2"),))
+
+    assert list(PageIterator(api, first, StartIndexPaging())) == ["r1", "r2", "r3", "r4", "r5"]
+    assert [values(r, "startIndex") for r in api.requests] == [[], ["2"], ["4"]]
+    assert all(values(r, "itemsPerPage") == ["2"] for r in api.requests)
+
+
+# -- the iterator itself -----------------------------------------------------------------------
+
+
+def three_pages() -> FakeApi:
+    return scripted(
+        {"data": ["a", "b"], "nextLink": "t1"},
+        {"data": ["c"], "nextLink": "t2"},
+        {"data": ["d", "e"], "nextLink": None},
+    )
+
+
+def test_pages_view_yields_numbered_pages_with_their_requests() -> None:
+    api = three_pages()
+    iterator = PageIterator(api, PageRequest("aos/audit"), NextLinkPaging())
+
+    pages = [(p.number, p.items, p.request) for p in iterator.pages]
+
+    assert [(number, items) for number, items, _ in pages] == [(1, ["a", "b"]), (2, ["c"]), (3, ["d", "e"])]
+    assert [request for _, _, request in pages] == api.requests
+    assert iterator.page_number == 3
+    assert iterator.num_results == 5
+    assert iterator.next_page_request is None
+
+
+def test_counters_advance_as_pages_are_read() -> None:
+    iterator = PageIterator(three_pages(), PageRequest("aos/audit"), NextLinkPaging())
+    pages = iterator.pages
+
+    next(pages)
+    assert (iterator.page_number, iterator.num_results) == (1, 2)
+    next(pages)
+    assert (iterator.page_number, iterator.num_results) == (2, 3)
+
+
+def test_max_pages_stops_early() -> None:
+    api = FakeApi(lambda request, n: {"data": [n], "nextLink": f"token-{n}"})
+    iterator = PageIterator(api, PageRequest("aos/audit"), NextLinkPaging(), max_pages=2)
+
+    assert list(iterator) == [1, 2]
+    assert len(api.requests) == 2
+    assert iterator.page_number == 2
+
+
+@pytest.mark.parametrize(
+    ("first_view", "second_view"),
+    [(list, list), (list, lambda it: list(it.pages)), (lambda it: list(it.pages), list)],
+    ids=["items-items", "items-pages", "pages-items"],
+)
+def test_iterating_twice_raises(first_view: Callable, second_view: Callable) -> None:
+    api = three_pages()
+    iterator = PageIterator(api, PageRequest("aos/audit"), NextLinkPaging())
+    first_view(iterator)
+
+    with pytest.raises(AosPaginationError, match="already been iterated"):
+        second_view(iterator)
+    assert len(api.requests) == 3  # no request was repeated
+
+
+@pytest.mark.parametrize(
+    ("style", "body"),
+    [
+        (NextLinkPaging(), {"data": [1], "nextLink": f"{API}/aos/audit?skipToken=same"}),
+        (NextLinkPaging(token_param="skiptoken"), {"data": [1], "nextlink": "same"}),
+        (BodyTokenPaging(), {"data": [1], "nextLink": "same"}),
+        (StartIndexPaging(), {"data": [1], "startIndex": "5"}),
+    ],
+    ids=["link", "token", "body-token", "start-index"],
+)
+def test_a_next_request_equal_to_the_current_one_raises(style: Any, body: dict) -> None:
+    """Loop guard: the API handing back the same next page would otherwise loop forever."""
+    api = FakeApi(lambda request, n: body)
+    iterator = PageIterator(api, PageRequest("aos/audit"), style, max_pages=50)
+
+    with pytest.raises(AosPaginationError, match="same next page"):
+        list(iterator)
+    assert len(api.requests) == 2
+
+
+class Record:
+    """A record that can be weak-referenced, to see when the iterator lets go of it."""
+
+    def __init__(self, page: int) -> None:
+        self.page = page
+
+
+def record_pages(page_size: int = 3) -> tuple[FakeApi, dict[int, list[weakref.ref]]]:
+    """An endless paged API whose records are tracked by weak references only."""
+    refs: dict[int, list[weakref.ref]] = {}
+
+    def respond(request: PageRequest, n: int) -> Any:
+        records = [Record(n) for _ in range(page_size)]
+        refs[n] = [weakref.ref(r) for r in records]
+        return {"data": records, "nextLink": f"token-{n}"}
+
+    return FakeApi(respond), refs
+
+
+def test_items_view_releases_earlier_pages() -> None:
+    """Once the first item of page 2 is read, page 1's records are garbage."""
+    api, refs = record_pages()
+    stream = iter(PageIterator(api, PageRequest("aos/audit"), NextLinkPaging(), max_pages=5))
+    for _ in range(3):
+        next(stream)
+
+    assert next(stream).page == 2
+    gc.collect()
+
+    assert [r() for r in refs[1]] == [None, None, None]
+    assert all(r() is not None for r in refs[2])  # the page in hand is still held
+
+
+def test_pages_view_releases_pages_the_consumer_dropped() -> None:
+    api, refs = record_pages()
+    pages = PageIterator(api, PageRequest("aos/audit"), NextLinkPaging(), max_pages=5).pages
+    for number in (1, 2, 3):
+        assert next(pages).number == number
+        gc.collect()
+        assert all(r() is None for page in range(1, number) for r in refs[page])
+
+
+def test_pages_are_fetched_lazily() -> None:
+    api = FakeApi(lambda request, n: {"data": [n, n], "nextLink": f"token-{n}"})
+    iterator = PageIterator(api, PageRequest("aos/audit"), NextLinkPaging(), max_pages=100)
+    assert api.requests == []
+
+    stream = iter(iterator)
+    assert next(stream) == 1
+    assert len(api.requests) == 1
+    assert next(stream) == 1
+    assert len(api.requests) == 1
+    assert next(stream) == 2
+    assert len(api.requests) == 2
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def test_to_params_normalises_values() -> None:
+    when = datetime(2026, 10, 1, 12, 30, tzinfo=UTC)
+    params = to_params(
+        {
+            "action": ["Create", "Delete"],
+            "skip": None,
+            "isASC": True,
+            "isDetail": False,
+            "startTime": when,
+            "top": 5,
+        }
+    )
+
+    assert params == (
+        ("action", "Create"),
+        ("action", "Delete"),
+        ("isASC", "true"),
+        ("isDetail", "false"),
+        ("startTime", "2026-10-01T12:30:00+00:00"),
+        ("top", "5"),
+    )
+
+
+def test_to_params_accepts_pairs_and_none() -> None:
+    assert to_params([("a", 1), ("a", (2, None)), ("b", None)]) == (("a", "1"), ("a", "2"))
+    assert to_params(None) == ()
+
+
+def test_with_param_replaces_case_insensitively() -> None:
+    params = (("SkipToken", "old"), ("pageSize", "10"), ("skiptoken", "older"))
+
+    assert with_param(params, "skipToken", "new") == (("pageSize", "10"), ("skipToken", "new"))
+    assert with_param((), "pageIndex", 3) == (("pageIndex", "3"),)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"data": [1, 2]},
+        {"value": [1, 2], "nextLink": None},
+        {"jobs": [1, 2], "totalCount": 2},
+        {"data": {"jobs": [1, 2], "nextLink": None, "totalCount": 2}},
+        [1, 2],
+    ],
+    ids=["data", "value", "jobs", "data.jobs", "bare-list"],
+)
+def test_extract_items_finds_the_records(body: Any) -> None:
+    assert extract_items(body) == [1, 2]
+
+
+@pytest.mark.parametrize("body", [{}, {"data": None}, {"message": "ok"}, None])
+def test_extract_items_of_a_body_without_records_is_empty(body: Any) -> None:
+    assert extract_items(body) == []
+
+
+# -- the hook refuses to send the token to another origin --------------------------------------
+
+
+@pytest.fixture
+def hook() -> AosHook:
+    hook = AosHook()
+    hook.__dict__["config"] = AosConnectionConfig(
+        conn_id="x",
+        client_id="c",
+        api_url=API,
+        identity_url="https://identity.avepointonlineservices.com",
+        client_secret="s",
+    )
+    return hook
+
+
+@pytest.mark.parametrize(
+    ("link", "host"),
+    [
+        ("https://evil.example.com/aos/audit?skipToken=x", "evil.example.com"),
+        ("https://graph-us.avepointonlineservices.com:8443/aos/audit?skipToken=x", ":8443"),
+        ("http://graph-us.avepointonlineservices.com/aos/audit?skipToken=x", "graph-us"),
+        ("https://graph-us.avepointonlineservices.com@evil.example.com/aos/audit", "evil.example.com"),
+        ("HTTPS://graph-us.avepointonlineservices.com.evil.example.com/aos", "evil.example.com"),
+    ],
+    ids=["other-host", "other-port", "plain-http", "userinfo-trick", "suffix-trick"],
+)
+def test_url_for_refuses_another_origin(hook: AosHook, link: str, host: str) -> None:
+    with pytest.raises(AosPaginationError, match="refusing to follow") as exc_info:
+        hook.url_for(link)
+    assert host in str(exc_info.value)
+
+
+@pytest.mark.parametrize(
+    "link",
+    [f"{API}/aos/audit?skipToken=x", "https://graph-us.avepointonlineservices.com:443/aos/audit?skipToken=x"],
+)
+def test_url_for_allows_the_api_origin(hook: AosHook, link: str) -> None:
+    assert hook.url_for(link) == link
+
+
+@pytest.mark.parametrize("path", ["aos/audit?x=1", "/aos/audit?x=1"])
+def test_url_for_joins_a_path_to_the_base(hook: AosHook, path: str) -> None:
+    assert hook.url_for(path) == f"{API}/aos/audit?x=1"
