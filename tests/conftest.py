@@ -91,11 +91,11 @@ class CertBundle:
         return base64.b64encode(self.pfx(passphrase)).decode()
 
 
-def make_cert_bundle(common_name: str = "aos-test") -> CertBundle:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def self_signed_certificate(key: Any, common_name: str) -> x509.Certificate:
+    """A certificate for ``key`` (RSA or EC), valid from yesterday for a year."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.UTC)
-    cert = (
+    return (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -108,6 +108,11 @@ def make_cert_bundle(common_name: str = "aos-test") -> CertBundle:
         )
         .sign(key, hashes.SHA256())
     )
+
+
+def make_cert_bundle(common_name: str = "aos-test") -> CertBundle:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = self_signed_certificate(key, common_name)
     return CertBundle(
         key=key,
         cert=cert,

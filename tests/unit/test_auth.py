@@ -13,9 +13,8 @@ from typing import Any
 import jwt
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from airflow_provider_aos.auth import (
     AccessToken,
@@ -29,6 +28,7 @@ from airflow_provider_aos.auth import (
 from airflow_provider_aos.config import AosConnectionConfig
 from airflow_provider_aos.exceptions import AosAuthError, AosConfigError
 from airflow_provider_aos.hooks.aos import token_endpoint_from_discovery
+from tests.conftest import self_signed_certificate
 
 CLIENT_ID = "0a1b2c3d-4e5f-6789-abcd-ef0123456789"
 IDENTITY = "https://identity.avepointonlineservices.com"
@@ -248,18 +248,7 @@ def test_certificate_field_that_is_not_a_certificate(cert_bundle: Any) -> None:
 
 def ec_key_and_cert() -> tuple[str, str]:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aos-ec")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
+    cert = self_signed_certificate(key, "aos-ec")
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
