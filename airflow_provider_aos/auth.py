@@ -361,8 +361,7 @@ def parse_token_response(
         message += f" Requested scope: {scope!r}."
     if description:
         message += f" Server said: {scrub(description, secrets)[:300]}"
-    return_error = AosAuthError(message, error=error, status=status)
-    raise return_error
+    raise AosAuthError(message, error=error, status=status)
 
 
 class TokenCache:

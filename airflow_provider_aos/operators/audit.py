@@ -102,7 +102,8 @@ class AosAuditExportOperator(BaseOperator):
     :param destination_conn_id: connection for the object store (e.g. an ``aws`` one), if it needs one
         (templated).
     :return: a manifest: ``path``, ``records``, ``pages``, ``start_time``, ``end_time``, ``windows``,
-        ``compression``, ``bytes``.
+        ``compression``, ``bytes``, ``skipped_outside_window`` (records the API returned that belong to
+        a neighbouring window).
     """
 
     template_fields: Sequence[str] = (
@@ -221,6 +222,7 @@ class AosAuditExportOperator(BaseOperator):
             records, iso_z(start), iso_z(end), pages, windows, path,
         )  # fmt: skip
         if outside:
+            # They belong to a neighbouring window (e.g. stamped exactly at end_time), not lost.
             self.log.info("Skipped %d record(s) stamped outside [start_time, end_time)", outside)
         return {
             "path": str(path),
@@ -231,6 +233,7 @@ class AosAuditExportOperator(BaseOperator):
             "windows": windows,
             "compression": "gzip" if gz else None,
             "bytes": size,
+            "skipped_outside_window": outside,
         }
 
     def _export_window(

@@ -50,6 +50,7 @@ def test_records_on_a_window_boundary_are_exported_exactly_once(
     first = export(conn, tmp_path / "1.jsonl", start_time=NOV1 - timedelta(days=1), end_time=boundary)
     second = export(conn, tmp_path / "2.jsonl", start_time=boundary, end_time=NOV1 + timedelta(days=1))
     assert boundary_record not in read_lines(tmp_path / "1.jsonl")
+    assert first["skipped_outside_window"] >= 1  # the API (inclusive end) returned it; reported, not hidden
     assert read_lines(tmp_path / "2.jsonl")[0] == boundary_record
     both = read_lines(tmp_path / "1.jsonl") + read_lines(tmp_path / "2.jsonl")
     assert both == list(emulator.iter_audit(NOV1 - timedelta(days=1), NOV1 + timedelta(days=1)))
