@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from airflow_provider_aos.config import AosConnectionConfig
 from airflow_provider_aos.exceptions import AosAuthError, AosConfigError
+from airflow_provider_aos.redact import scrub
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_LIFETIME = 300
@@ -293,14 +294,6 @@ class AccessToken:
     def fresh(self, now: float) -> bool:
         # Refresh early: 5 minutes before expiry as MSAL does, or a tenth of a short lifetime.
         return now < self.expires_at - min(300.0, self.lifetime / 10)
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """Replace every known secret in server-supplied text, in case a server echoes what we sent."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
 
 
 _AUTH_HINTS = {

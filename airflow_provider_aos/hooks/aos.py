@@ -18,11 +18,12 @@ from airflow_provider_aos.auth import (
     TokenCache,
     credential_for,
     parse_token_response,
-    scrub,
+
 )
 from airflow_provider_aos.config import AosConnectionConfig, origin
 from airflow_provider_aos.exceptions import AosApiError, AosAuthError, AosConfigError, AosPaginationError
 from airflow_provider_aos.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+from airflow_provider_aos.redact import scrub
 from airflow_provider_aos.pagination import NextLinkPaging, PageIterator, PageRequest, PagingStyle, to_params
 from airflow_provider_aos.retry import Failure, RetryPolicy
 
