@@ -1,33 +1,59 @@
-"""AosHook: the one place that talks HTTP to AvePoint Online Services."""
+"""
+The hooks: the only places that talk HTTP to AvePoint Online Services.
+
+:class:`AosHook` (workers) and :class:`AosAsyncHook` (triggers) are two drivers of the same
+protocol (:mod:`airflow_provider_aos.protocol`): the protocol decides what to send, when to retry and
+what an error means; a hook only moves bytes (``httpx.Client`` or ``httpx.AsyncClient``), sleeps, and
+guards its token cache. One HTTP library for both, so timeouts and errors mean the same in each.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
+import ssl
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from functools import cached_property
 from typing import Any
-from urllib.parse import urlsplit
 
-import requests
+import httpx
 from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_provider_aos.auth import (
-    AccessToken,
-    Credential,
-    TokenCache,
-    credential_for,
-    parse_token_response,
-
-)
-from airflow_provider_aos.config import AosConnectionConfig, origin
-from airflow_provider_aos.exceptions import AosApiError, AosAuthError, AosConfigError, AosPaginationError
+from airflow_provider_aos.auth import AccessToken, Credential, TokenCache, credential_for
+from airflow_provider_aos.config import AosConnectionConfig
 from airflow_provider_aos.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
+from airflow_provider_aos.pagination import (
+    NextLinkPaging,
+    PageIterator,
+    PageRequest,
+    PagingStyle,
+    to_params,
+)
+from airflow_provider_aos.protocol import (
+    CONNECT_TIMEOUT,
+    DEFAULT_ATTEMPT_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    Action,
+    AosSession,
+    Call,
+    GetToken,
+    NoReply,
+    Reply,
+    Sleep,
+    Stepper,
+    Steps,
+    token_endpoint_from_discovery,
+)
 from airflow_provider_aos.redact import scrub
-from airflow_provider_aos.pagination import NextLinkPaging, PageIterator, PageRequest, PagingStyle, to_params
 from airflow_provider_aos.retry import Failure, RetryPolicy
 
-CONNECT_TIMEOUT = 10.0
+__all__ = ["AosAsyncHook", "AosHook", "token_endpoint_from_discovery"]
+
+USER_AGENT = "airflow-provider-aos"
+QueryParams = Mapping[str, Any] | Iterable[tuple[str, Any]] | None
 
 
 def mask(value: str) -> None:
@@ -39,76 +65,109 @@ def mask(value: str) -> None:
         mask_secret(value)
 
 
-def token_endpoint_from_discovery(identity_url: str, document: Any) -> str | None:
-    """
-    The token endpoint of an OIDC discovery document, if it is safe to use.
-
-    Mirrors IdentityModel's default policy (auth.md §2): the endpoint must sit on the identity
-    service's own origin, so a tampered document cannot redirect our credentials elsewhere.
-    """
-    endpoint = document.get("token_endpoint") if isinstance(document, Mapping) else None
-    if isinstance(endpoint, str) and origin(endpoint) == origin(identity_url):
-        return endpoint
-    return None
-
-
-def _never_sent(exc: requests.RequestException) -> bool:
-    """True when the connection was never made, so the server cannot have acted on the request."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    if isinstance(exc, requests.ConnectionError):
-        seen: set[int] = set()
-        stack: list[BaseException] = [exc]
-        while stack:
-            err = stack.pop()
-            if id(err) in seen:
-                continue
-            seen.add(id(err))
-            if type(err).__name__ in ("NewConnectionError", "NameResolutionError", "ConnectionRefusedError"):
-                return True
-            stack.extend(a for a in getattr(err, "args", ()) if isinstance(a, BaseException))
-            stack.extend(
-                e for e in (err.__cause__, err.__context__, getattr(err, "reason", None)) if e is not None
-            )
-    return False
-
-
-def _error_details(response: requests.Response) -> tuple[str | None, str | None]:
-    """(message, traceId) from any of the API's error envelopes (endpoints.md §4), tolerantly."""
-    trace_id = response.headers.get("x-trace-id") or response.headers.get("request-id")
-    message: str | None = None
+async def amask(value: str) -> None:
+    """:func:`mask` for the event loop: Airflow 3's masker reaches the supervisor without blocking."""
     try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, Mapping):
-        for key in ("traceId", "requestId"):
-            if isinstance(body.get(key), str) and body[key]:
-                trace_id = body[key]
-                break
-        for key in ("error", "message", "errorMessage", "error_description"):
-            value = body.get(key)
-            if isinstance(value, str) and value:
-                message = value
-                break
-            if isinstance(value, Mapping) and isinstance(value.get("message"), str):
-                message = value["message"]
-                break
-        errors = body.get("errors")
-        if isinstance(errors, list):
-            details = [
-                f"{e.get('field')}: {e.get('message')}" if e.get("field") else str(e.get("message"))
-                for e in errors
-                if isinstance(e, Mapping) and e.get("message")
-            ]
-            if details:
-                message = "; ".join(filter(None, [message, *details]))
-    elif response.text:
-        message = response.text.strip()[:200]
-    return (message[:500] if message else None), trace_id
+        from airflow.sdk.log import amask_secret
+    except ImportError:  # Airflow 2: the masker is in-process and does no I/O
+        mask(value)
+        return
+    with contextlib.suppress(Exception):
+        await amask_secret(value)
 
 
-class AosHook(BaseHook):
+# -- what both transports share: httpx arguments, outcomes and timeouts ------------------------------
+
+
+class AttemptTimeout(Exception):
+    """One attempt ran past its overall deadline (e.g. a server trickling its body byte by byte)."""
+
+
+def _verify() -> ssl.SSLContext | bool:
+    """TLS verification, always on; a CA bundle named the ``requests`` way is honoured too."""
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    return ssl.create_default_context(cafile=bundle) if bundle else True
+
+
+def _client_options() -> dict[str, Any]:
+    return {
+        "headers": {"User-Agent": USER_AGENT},
+        "verify": _verify(),
+        "follow_redirects": False,  # a redirect must not carry the bearer token anywhere
+        "trust_env": True,  # proxies and SSL_CERT_FILE from the environment, as for requests
+    }
+
+
+def _request_args(call: Call) -> dict[str, Any]:
+    return {
+        "method": call.method,
+        "url": call.url,
+        "params": list(call.params) or None,  # None keeps the query of a followed link
+        "json": call.json,
+        "data": call.form,
+        "headers": dict(call.headers),
+        "timeout": httpx.Timeout(call.read_timeout, connect=CONNECT_TIMEOUT),
+    }
+
+
+def _reply(response: httpx.Response, content: bytes) -> Reply:
+    return Reply(
+        status=response.status_code,
+        headers={k.lower(): v for k, v in response.headers.items()},
+        content=content,
+    )
+
+
+def _no_reply(exc: BaseException, call: Call) -> NoReply:
+    """What a transport exception means for retrying: was the request possibly seen by the server?"""
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return NoReply(Failure.CONNECT, type(exc).__name__)
+    if isinstance(exc, AttemptTimeout | TimeoutError):
+        return NoReply(Failure.TRANSPORT, f"no complete response within {call.deadline:g}s")
+    return NoReply(Failure.TRANSPORT, type(exc).__name__)
+
+
+class _AosHookBase(BaseHook):
+    """What the sync and the async hook share: arguments, token cache, the protocol session."""
+
+    conn_name_attr = "aos_conn_id"
+    default_conn_name = "aos_default"
+    conn_type = "aos"
+    hook_name = "AvePoint Online Services"
+
+    def __init__(
+        self,
+        aos_conn_id: str = default_conn_name,
+        *,
+        timeout: float = DEFAULT_READ_TIMEOUT,
+        attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
+        retry_policy: RetryPolicy | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.aos_conn_id = aos_conn_id
+        self.timeout = timeout
+        self.attempt_timeout = attempt_timeout
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.tokens = TokenCache()
+
+    def _new_session(self, config: AosConnectionConfig, credential: Credential) -> AosSession:
+        return AosSession(
+            config=config,
+            credential=credential,
+            retry_policy=self.retry_policy,
+            tokens=self.tokens,
+            read_timeout=self.timeout,
+            attempt_timeout=self.attempt_timeout,
+            logger=self.log,
+        )
+
+    @staticmethod
+    def _first_page(path: str, params: QueryParams, method: str, json: Any) -> PageRequest:
+        return PageRequest(url=path, params=to_params(params), method=method, json=json)
+
+
+class AosHook(_AosHookBase):
     """
     Interact with the AvePoint Online Services (AOS) Graph API.
 
@@ -117,33 +176,19 @@ class AosHook(BaseHook):
     without holding more than one page.
 
     :param aos_conn_id: the Airflow connection (type ``aos``) to use.
-    :param timeout: seconds to wait for a response to one request.
+    :param timeout: seconds to wait for any byte of a response.
+    :param attempt_timeout: seconds one attempt may take in all, body included; an overrun is a
+        transient failure, retried under the retry policy where retrying is safe.
     :param retry_policy: retry rules; the default retries 429 and 5xx (idempotent requests only),
         honours ``Retry-After``, and gives up after 6 attempts or 10 minutes.
     """
 
-    conn_name_attr = "aos_conn_id"
-    default_conn_name = "aos_default"
-    conn_type = "aos"
-    hook_name = "AvePoint Online Services"
-
     # How the hook waits between attempts; tests replace it to observe the waits without sleeping.
     sleep: Callable[[float], None] = staticmethod(time.sleep)
 
-    def __init__(
-        self,
-        aos_conn_id: str = default_conn_name,
-        *,
-        timeout: float = 60.0,
-        retry_policy: RetryPolicy | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.aos_conn_id = aos_conn_id
-        self.timeout = timeout
-        self.retry_policy = retry_policy or RetryPolicy()
-        self.tokens = TokenCache()
-        self._token_endpoint: str | None = None
+    def __init__(self, aos_conn_id: str = _AosHookBase.default_conn_name, **kwargs: Any) -> None:
+        super().__init__(aos_conn_id, **kwargs)
+        self._token_lock = threading.Lock()  # one token request per scope, however many threads ask
 
     # -- connection -------------------------------------------------------------------------------
 
@@ -162,155 +207,73 @@ class AosHook(BaseHook):
         return credential_for(self.config, on_assertion=mask)
 
     @cached_property
-    def session(self) -> requests.Session:
-        """One pooled HTTP session for every request of this hook."""
-        session = requests.Session()
-        session.headers["User-Agent"] = "airflow-provider-aos"
-        session.verify = True  # TLS verification stays on; REQUESTS_CA_BUNDLE still applies
-        return session
+    def protocol(self) -> AosSession:
+        """The protocol state of this hook (token endpoint, tokens, retry rules)."""
+        return self._new_session(self.config, self.credential)
+
+    @cached_property
+    def client(self) -> httpx.Client:
+        """One pooled HTTP client for every request of this hook (TLS verification on)."""
+        return httpx.Client(**_client_options())
 
     def close(self) -> None:
         """Close the pooled connections."""
-        if "session" in self.__dict__:
-            self.session.close()
-            del self.__dict__["session"]
+        client = self.__dict__.pop("client", None)
+        if client is not None:
+            client.close()
 
-    # -- transport --------------------------------------------------------------------------------
+    # -- the driver -------------------------------------------------------------------------------
 
-    def _send(
-        self,
-        method: str,
-        url: str,
-        *,
-        params: Iterable[tuple[str, str]] = (),
-        json: Any = None,
-        data: Callable[[], Mapping[str, str]] | None = None,
-        headers: Mapping[str, str] | None = None,
-        idempotent: bool | None = None,
-    ) -> tuple[requests.Response | None, BaseException | None, int]:
-        """
-        Send with retries. Returns (response, None, attempts), or (None, error, attempts) when no
-        response could be had. ``data`` is a factory so each attempt can carry a fresh assertion.
-        """
-        state = self.retry_policy.start()
-        path = urlsplit(url).path
-        while True:
-            try:
-                response = self.session.request(
-                    method,
-                    url,
-                    params=list(params) or None,
-                    json=json,
-                    data=data() if data else None,
-                    headers=headers,
-                    timeout=(CONNECT_TIMEOUT, self.timeout),
-                    allow_redirects=False,  # a redirect must not carry the bearer token anywhere
-                )
-            except requests.RequestException as exc:
-                failure = Failure.CONNECT if _never_sent(exc) else Failure.TRANSPORT
-                delay = state.next_delay(failure, method, idempotent=idempotent)
-                if delay is None:
-                    return None, exc, state.attempts
-                self.log.warning(
-                    "AOS %s %s: %s; retry %d in %.1fs",
-                    method,
-                    path,
-                    type(exc).__name__,
-                    state.attempts,
-                    delay,
-                )
-                self.sleep(delay)
-                continue
-            if response.status_code in self.retry_policy.retry_statuses:
-                delay = state.next_delay(
-                    Failure.STATUS,
-                    method,
-                    status=response.status_code,
-                    idempotent=idempotent,
-                    retry_after=response.headers.get("Retry-After"),
-                )
-                if delay is not None:
-                    _, trace_id = _error_details(response)
-                    self.log.warning(
-                        "AOS %s %s: HTTP %d (traceId %s); retry %d in %.1fs",
-                        method, path, response.status_code, trace_id, state.attempts, delay,
-                    )  # fmt: skip
-                    response.close()
-                    self.sleep(delay)
-                    continue
-            else:
-                state.attempts += 1
-            return response, None, state.attempts
+    def _run(self, steps: Steps[Any]) -> Any:
+        stepper = Stepper(steps)
+        action = stepper.send(None)
+        while action is not None:
+            action = stepper.send(self._perform(action))
+        return stepper.value
+
+    def _perform(self, action: Action) -> Any:
+        if isinstance(action, Sleep):
+            self.sleep(action.seconds)
+            return None
+        if isinstance(action, GetToken):
+            return self._token(action.scope)
+        return self._http(action)
+
+    def _http(self, call: Call) -> Reply | NoReply:
+        # The read timeout bounds each wait for bytes; the deadline bounds the whole attempt, so
+        # the body is read in chunks and the clock checked between them.
+        ends = time.monotonic() + call.deadline
+        try:
+            with self.client.stream(**_request_args(call)) as response:
+                chunks = []
+                for chunk in response.iter_bytes():
+                    chunks.append(chunk)
+                    if time.monotonic() > ends:
+                        raise AttemptTimeout
+                return _reply(response, b"".join(chunks))
+        except (httpx.HTTPError, AttemptTimeout) as exc:
+            return _no_reply(exc, call)
 
     # -- tokens -----------------------------------------------------------------------------------
 
     @property
     def token_endpoint(self) -> str:
         """The token endpoint: from OIDC discovery of the identity service, else ``{identity}/connect/token``."""
-        if self._token_endpoint is None:
-            identity = self.config.identity_url
-            endpoint = None
-            try:
-                response = self.session.get(
-                    f"{identity}/.well-known/openid-configuration",
-                    timeout=(CONNECT_TIMEOUT, 30),
-                    allow_redirects=False,
-                )
-                if response.status_code == 200:
-                    endpoint = token_endpoint_from_discovery(identity, response.json())
-            except (requests.RequestException, ValueError):
-                pass
-            if endpoint is None:
-                endpoint = f"{identity}/connect/token"
-                self.log.info(
-                    "OIDC discovery of %s gave no usable token endpoint; using %s", identity, endpoint
-                )
-            self._token_endpoint = endpoint
-        return self._token_endpoint
-
-    def _scope(self, scope: str | None) -> str:
-        resolved = " ".join((scope or self.config.scope or "").split())
-        if not resolved:
-            raise AosConfigError(
-                "extra.scope",
-                "no scope was requested and the connection has no default scope; set extra.scope "
-                "(e.g. audit.read.all) or pass scope=",
-            )
-        return resolved
+        endpoint: str = self._run(self.protocol.discover_token_endpoint())
+        return endpoint
 
     def _fetch_token(self, scope: str | None) -> AccessToken:
-        endpoint = self.token_endpoint
-        config = self.config
-        credential = self.credential
-        sent: list[str] = []
-
-        def form() -> dict[str, str]:
-            fields = credential.token_form(scope=scope, token_endpoint=endpoint, username=config.username)
-            sent.extend(v for k, v in fields.items() if k in ("client_secret", "client_assertion"))
-            return fields
-
-        response, error, attempts = self._send("POST", endpoint, data=form, idempotent=True)
-        if response is None:
-            raise AosAuthError(
-                f"the identity service at {endpoint} could not be reached ({type(error).__name__}, "
-                f"{attempts} attempt(s)). Check extra.identity_url / extra.data_center, and the worker's "
-                "network and proxy settings."
-            )
-        with response:
-            token = parse_token_response(
-                response.status_code,
-                response.content,
-                scope=scope,
-                token_url=endpoint,
-                secrets=[*config.secrets(), *sent],
-                now=self.tokens.now(),
-            )
+        token: AccessToken = self._run(self.protocol.fetch_token(scope))
         mask(token.value)
-        self.log.info(
-            "Obtained an AOS access token (%s auth, scope %s, valid %ds)",
-            config.auth_method, token.scope or "-", int(token.lifetime),
-        )  # fmt: skip
         return token
+
+    def _token(self, scope: str) -> AccessToken:
+        with self._token_lock:
+            token = self.tokens.get(scope)
+            if token is None:
+                token = self._fetch_token(scope)
+                self.tokens.put(scope, token)
+            return token
 
     def get_access_token(self, scope: str | None = None) -> str:
         """
@@ -318,45 +281,25 @@ class AosHook(BaseHook):
 
         :param scope: space-separated permission(s), e.g. ``audit.read.all``.
         """
-        return self._token(self._scope(scope)).value
-
-    def _token(self, scope: str) -> AccessToken:
-        with self.tokens.lock:
-            token = self.tokens.get(scope)
-            if token is None:
-                token = self._fetch_token(scope)
-                self.tokens.put(scope, token)
-            return token
+        return self._token(self.protocol.resolve_scope(scope)).value
 
     # -- API --------------------------------------------------------------------------------------
 
     def url_for(self, path_or_url: str) -> str:
-        """
-        The absolute URL of an API path. An absolute URL must be on the configured API host: the
-        bearer token is never sent anywhere else (a tampered next link cannot exfiltrate it).
-        """
-        api_url = self.config.api_url
-        if path_or_url.lower().startswith(("http://", "https://")):
-            if origin(path_or_url) != origin(api_url):
-                host = urlsplit(path_or_url).netloc
-                raise AosPaginationError(
-                    f"refusing to follow a link to {host!r}: the access token is only sent to the configured "
-                    f"API host {urlsplit(api_url).netloc!r}"
-                )
-            return path_or_url
-        return f"{api_url}/{path_or_url.lstrip('/')}"
+        """The absolute URL of an API path; an absolute URL must be on the configured API host."""
+        return self.protocol.url_for(path_or_url)
 
     def request(
         self,
         method: str,
         path: str,
         *,
-        params: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
+        params: QueryParams = None,
         json: Any = None,
         scope: str | None = None,
         idempotent: bool | None = None,
         ok_statuses: Collection[int] = (),
-    ) -> requests.Response:
+    ) -> Reply:
         """
         Send one authenticated request; raise :class:`AosApiError` on an error status.
 
@@ -371,73 +314,24 @@ class AosHook(BaseHook):
         :param idempotent: whether retrying after a server error is safe (default: by method).
         :param ok_statuses: error statuses to return instead of raising (e.g. Opus's 418).
         """
-        url = self.url_for(path)
-        resolved = self._scope(scope)
-        query = to_params(params)
-        attempts = 0
-        response: requests.Response | None = None
-        used: list[str] = []  # tokens sent, scrubbed from any error text the server echoes back
-        for replay in (False, True):
-            token = self._token(resolved)
-            used.append(token.value)
-            headers = {"Authorization": f"Bearer {token.value}", "Accept": "application/json"}
-            response, error, n = self._send(
-                method, url, params=query, json=json, headers=headers, idempotent=idempotent
-            )
-            attempts += n
-            if response is None:
-                raise AosApiError(
-                    method=method, path=urlsplit(url).path, status=None,
-                    error=f"{type(error).__name__}: {urlsplit(url).netloc} could not be reached", attempts=attempts,
-                )  # fmt: skip
-            if response.status_code == 401 and not replay:
-                self.tokens.evict(resolved, token.value)
-                response.close()
-                self.log.info(
-                    "AOS %s %s: HTTP 401; getting a new token and replaying once", method, urlsplit(url).path
-                )
-                continue
-            break
-        assert response is not None
-        if response.status_code >= 300 and response.status_code not in ok_statuses:
-            message, trace_id = _error_details(response)
-            message = scrub(message, [*self.config.secrets(), *used]) if message else None
-            if response.status_code == 401:
-                message = (message + ". " if message else "") + (
-                    "A fresh token was rejected too: check that the connection's data center / host is the "
-                    "one of your AOS tenant"
-                )
-            elif response.status_code == 403:
-                message = (message + ". " if message else "") + (
-                    f"Check that the app registration is granted {resolved!r}"
-                )
-            elif 300 <= response.status_code < 400:
-                message = f"unexpected redirect to {response.headers.get('Location')!r} (not followed)"
-            response.close()
-            raise AosApiError(
-                method=method, path=urlsplit(url).path, status=response.status_code,
-                error=message, trace_id=trace_id, attempts=attempts,
-            )  # fmt: skip
-        return response
+        steps = self.protocol.request(
+            method, path, params=to_params(params), json=json, scope=scope,
+            idempotent=idempotent, ok_statuses=ok_statuses,
+        )  # fmt: skip
+        reply: Reply = self._run(steps)
+        return reply
 
     def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
         """:meth:`request`, returning the decoded JSON body (None for an empty body)."""
-        with self.request(method, path, **kwargs) as response:
-            if not response.content:
-                return None
-            try:
-                return response.json()
-            except ValueError:
-                raise AosApiError(
-                    method=method, path=urlsplit(response.url).path, status=response.status_code,
-                    error="the response is not JSON",
-                ) from None  # fmt: skip
+        if "params" in kwargs:
+            kwargs["params"] = to_params(kwargs["params"])
+        return self._run(self.protocol.request_json(method, path, **kwargs))
 
     def paginate(
         self,
         path: str,
         *,
-        params: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None,
+        params: QueryParams = None,
         scope: str | None = None,
         style: PagingStyle | None = None,
         method: str = "GET",
@@ -467,7 +361,7 @@ class AosHook(BaseHook):
                 idempotent=True,
             )
 
-        first = PageRequest(url=path, params=to_params(params), method=method, json=json)
+        first = self._first_page(path, params, method, json)
         return PageIterator(fetch, first, style or NextLinkPaging(), max_pages=max_pages)
 
     # -- Airflow integration ----------------------------------------------------------------------
@@ -536,3 +430,128 @@ class AosHook(BaseHook):
             "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
             "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
         }
+
+
+class AosAsyncHook(_AosHookBase):
+    """
+    The async twin of :class:`AosHook`, for triggers: same connection, settings, token rules, retry
+    policy, paging styles and errors (both drive :mod:`airflow_provider_aos.protocol`), on
+    ``httpx.AsyncClient``.
+
+    Nothing here blocks the event loop: the connection comes through common-compat's
+    ``get_async_connection`` (no sync metadata-DB or secrets-backend call), a certificate is read
+    in a worker thread, and waits are ``asyncio.sleep``. Use one instance per event loop, and
+    ``await hook.aclose()`` (or ``async with hook:``) when done.
+
+    :param aos_conn_id: the Airflow connection (type ``aos``) to use.
+    :param timeout: seconds to wait for any byte of a response.
+    :param attempt_timeout: seconds one attempt may take in all, body included.
+    :param retry_policy: retry rules, as for :class:`AosHook`.
+    """
+
+    def __init__(self, aos_conn_id: str = _AosHookBase.default_conn_name, **kwargs: Any) -> None:
+        super().__init__(aos_conn_id, **kwargs)
+        self._protocol: AosSession | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._token_lock = asyncio.Lock()
+
+    async def __aenter__(self) -> AosAsyncHook:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aconfig(self) -> AosConnectionConfig:
+        """The validated connection settings, fetched without blocking the event loop."""
+        return (await self._session()).config
+
+    async def _session(self) -> AosSession:
+        if self._protocol is None:
+            from airflow.providers.common.compat.connection import (
+                get_async_connection,
+                get_async_extra_dejson,
+            )
+
+            conn = await get_async_connection(self.aos_conn_id)
+            config = AosConnectionConfig.from_connection(conn, await get_async_extra_dejson(conn))
+            for secret in config.secrets():
+                await amask(secret)
+            # Reading a key file and parsing a key are blocking work: off the loop.
+            credential = await asyncio.to_thread(credential_for, config, mask)
+            self._protocol = self._new_session(config, credential)
+        return self._protocol
+
+    async def _http_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            # Building the TLS context reads the CA bundle from disk: off the loop too.
+            self._client = await asyncio.to_thread(lambda: httpx.AsyncClient(**_client_options()))
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the pooled connections."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    # -- the driver -------------------------------------------------------------------------------
+
+    async def _run(self, steps: Steps[Any]) -> Any:
+        stepper = Stepper(steps)
+        action = stepper.send(None)
+        while action is not None:
+            action = stepper.send(await self._perform(action))
+        return stepper.value
+
+    async def _perform(self, action: Action) -> Any:
+        if isinstance(action, Sleep):
+            await asyncio.sleep(action.seconds)
+            return None
+        if isinstance(action, GetToken):
+            return await self._token(action.scope)
+        client = await self._http_client()
+        try:
+            async with asyncio.timeout(action.deadline):  # the whole attempt, body included
+                response = await client.request(**_request_args(action))
+        except (httpx.HTTPError, TimeoutError) as exc:
+            return _no_reply(exc, action)
+        return _reply(response, response.content)
+
+    async def _token(self, scope: str) -> AccessToken:
+        async with self._token_lock:
+            token = self.tokens.get(scope)
+            if token is None:
+                token = await self._run((await self._session()).fetch_token(scope))
+                await amask(token.value)
+                self.tokens.put(scope, token)
+            return token
+
+    # -- API --------------------------------------------------------------------------------------
+
+    async def get_access_token(self, scope: str | None = None) -> str:
+        """A bearer token for ``scope``, from the cache when still fresh."""
+        return (await self._token((await self._session()).resolve_scope(scope))).value
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: QueryParams = None,
+        json: Any = None,
+        scope: str | None = None,
+        idempotent: bool | None = None,
+        ok_statuses: Collection[int] = (),
+    ) -> Reply:
+        """:meth:`AosHook.request`, awaited."""
+        steps = (await self._session()).request(
+            method, path, params=to_params(params), json=json, scope=scope,
+            idempotent=idempotent, ok_statuses=ok_statuses,
+        )  # fmt: skip
+        reply: Reply = await self._run(steps)
+        return reply
+
+    async def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """:meth:`AosHook.request_json`, awaited."""
+        if "params" in kwargs:
+            kwargs["params"] = to_params(kwargs["params"])
+        return await self._run((await self._session()).request_json(method, path, **kwargs))
