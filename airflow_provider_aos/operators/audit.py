@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import gzip
 import json
+import math
+import re
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -11,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath
 
-from airflow_provider_aos.exceptions import AosConfigError
+from airflow_provider_aos.exceptions import AosConfigError, AosError
 from airflow_provider_aos.hooks.aos import AosHook
 
 if TYPE_CHECKING:
@@ -21,6 +25,7 @@ AUDIT_PATH = "aos/audit"
 AUDIT_SCOPE = "audit.read.all"
 MAX_WINDOW = timedelta(days=7)
 """``endTime - startTime`` may be at most 7 days (audit.md §1); longer windows are split."""
+KILLED = "the export was stopped because the task was killed; no file was written"
 
 
 def parse_time(value: Any, field: str) -> datetime:
@@ -31,6 +36,13 @@ def parse_time(value: Any, field: str) -> datetime:
     """
     if isinstance(value, str):
         text = value.strip()
+        if text in ("", "None"):
+            # What Jinja renders for a missing or None value, e.g. ``{{ params.start_time }}`` unset.
+            raise AosConfigError(
+                field,
+                f"the template rendered to {text!r}: the value it refers to (e.g. a DAG param) is empty "
+                f"or None. Give {field} a date-time, e.g. 2026-11-01T00:00:00Z",
+            )
         try:
             value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
         except ValueError:
@@ -54,7 +66,27 @@ def parse_time(value: Any, field: str) -> datetime:
 
 def iso_z(moment: datetime) -> str:
     """UTC ISO 8601 with a ``Z``, the form of every sample in the AOS docs."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    # isoformat, not strftime: %Y gives "999" for year 999 on Linux, which is not ISO 8601.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+def temp_name_pattern(name: str) -> re.Pattern[str]:
+    """The names of this operator's temporary files for destination file ``name``, and nothing else."""
+    return re.compile(rf"\.{re.escape(name)}\.[0-9a-f]{{32}}\.tmp")
+
+
+def encode_record(record: Any) -> tuple[bytes, bool]:
+    """
+    One JSON Lines line (no newline) and whether it had to be ``\\uXXXX``-escaped.
+
+    JSON allows a lone surrogate (``"\\ud800"``), which UTF-8 cannot encode; such a record is written
+    with ASCII escapes instead, still valid JSON that decodes to the same value.
+    """
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode(), False
+    except UnicodeEncodeError:
+        return json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode(), True
 
 
 def split_window(
@@ -90,20 +122,27 @@ class AosAuditExportOperator(BaseOperator):
     split. The window is half-open, ``[start_time, end_time)``: a record stamped exactly at
     ``end_time`` belongs to the next run, so consecutive runs neither drop nor repeat records.
 
+    Every argument, the connection and the destination's folder are checked before the first API
+    request. A kill (``on_kill``) stops the export at the next page and removes the temporary file; each
+    attempt also removes temporary files that killed earlier attempts left for the same destination.
+
     :param destination: file path or URL understood by Airflow object storage, e.g.
         ``/data/aos/audit-{{ ds }}.jsonl.gz`` or ``s3://bucket/aos/{{ ds }}.jsonl`` (templated).
     :param aos_conn_id: the AOS connection (templated).
     :param start_time: start of the window, aware datetime or ISO 8601 string (templated).
-        Default: the run's ``data_interval_start``.
+        Default: the run's ``data_interval_start``. Runs without a data interval (an Airflow 3 manual
+        run) must pass it, e.g. ``"{{ params.start_time }}"``.
     :param end_time: end of the window (templated). Default: the run's ``data_interval_end``.
     :param product_types: only these products, e.g. ``["Portal", "Office365Backup"]`` (templated).
     :param geo_locations: only these geo locations of a Multi-Geo tenant, e.g. ``["NAM"]`` (templated).
-    :param compression: ``"gzip"``, ``None``, or ``"infer"`` (gzip when the destination ends in ``.gz``).
+    :param compression: ``"gzip"``, ``None``, or ``"infer"`` (gzip when the destination ends in ``.gz``,
+        any case).
     :param destination_conn_id: connection for the object store (e.g. an ``aws`` one), if it needs one
         (templated).
     :return: a manifest: ``path``, ``records``, ``pages``, ``start_time``, ``end_time``, ``windows``,
         ``compression``, ``bytes``, ``skipped_outside_window`` (records the API returned that belong to
-        a neighbouring window).
+        a neighbouring window), ``escaped_records`` (records written with ``\\uXXXX`` escapes because
+        they hold text UTF-8 cannot encode, such as a lone surrogate).
     """
 
     template_fields: Sequence[str] = (
@@ -116,6 +155,11 @@ class AosAuditExportOperator(BaseOperator):
         "destination_conn_id",
     )
     ui_color = "#e8f1fb"
+
+    # State of the running export, read by on_kill(). Class defaults rather than __init__ attributes:
+    # Airflow deep-copies and serializes operators, and these are only meaningful inside execute().
+    _killed: bool = False
+    _tmp: ObjectStoragePath | None = None
 
     def __init__(
         self,
@@ -146,7 +190,9 @@ class AosAuditExportOperator(BaseOperator):
         if start is None or end is None:
             raise AosConfigError(
                 "start_time" if start is None else "end_time",
-                "the run has no data interval (e.g. a manual run of an unscheduled DAG); pass start_time and end_time",
+                "the run has no data interval (e.g. an Airflow 3 manual run, whose logical date is empty), "
+                "so there is no default window. Pass start_time and end_time, e.g. from DAG params: "
+                "start_time='{{ params.start_time }}', end_time='{{ params.end_time }}'",
             )
         start_dt, end_dt = parse_time(start, "start_time"), parse_time(end, "end_time")
         if end_dt < start_dt:
@@ -172,46 +218,112 @@ class AosAuditExportOperator(BaseOperator):
             )
         if self.compression not in ("infer", "gzip", None, "none"):
             raise AosConfigError("compression", f"{self.compression!r}: use 'gzip', None or 'infer'")
-        gz = self.compression == "gzip" or (self.compression == "infer" and dest.endswith(".gz"))
+        gz = self.compression == "gzip" or (self.compression == "infer" and dest.lower().endswith(".gz"))
         return ObjectStoragePath(dest, conn_id=self.destination_conn_id), gz
 
+    def _open_temp(self, path: ObjectStoragePath) -> tuple[ObjectStoragePath, IO[bytes]]:
+        """
+        Create the temporary file beside ``path``: proves the destination writable before any download.
+
+        Also removes what killed earlier attempts left there (only names of our own pattern).
+        """
+        try:
+            if path.is_dir():
+                raise AosConfigError("destination", f"{path} is an existing directory; give a file name")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._sweep_stale_temps(path)
+            # Same folder as the destination so the final move is a rename, not a cross-device copy.
+            tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+            self._tmp = tmp
+            return tmp, tmp.open("wb")  # type: ignore[no-untyped-call]
+        except OSError as exc:
+            self._tmp = None
+            raise AosConfigError(
+                "destination", f"cannot write beside {path}: {exc.strerror or exc} ({type(exc).__name__})"
+            ) from exc
+
+    def _sweep_stale_temps(self, path: ObjectStoragePath) -> None:
+        pattern = temp_name_pattern(path.name)
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            if pattern.fullmatch(stale.name):  # the glob narrows the listing; this decides
+                self.log.info("Removing %s, left by an earlier attempt that was killed", stale)
+                stale.unlink()
+
+    def on_kill(self) -> None:
+        """
+        Stop the export at the next page and remove the temporary file.
+
+        Airflow 3 only calls this on SIGTERM (nothing is raised in the task) and SIGKILLs about 5 s
+        later, so the file goes now rather than in ``execute``'s cleanup, which a SIGKILL would skip.
+        It runs inside the signal handler, interrupting ``execute`` in the same thread: it takes no lock
+        (closing the HTTP session here could deadlock on urllib3's pool lock); ``execute`` closes it.
+        """
+        self._killed = True
+        tmp = self._tmp
+        if tmp is not None:
+            try:
+                tmp.unlink(missing_ok=True)
+            except Exception:
+                self.log.warning("Could not remove the temporary file %s", tmp)
+
+    def _check_killed(self) -> None:
+        if self._killed:
+            raise AosError(KILLED)
+
+    def _sleep(self, seconds: float) -> None:
+        """The hook's wait between retries, cut short by a kill (a Retry-After may be minutes)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self._check_killed()
+            time.sleep(min(left, 0.2))
+        self._check_killed()
+
     def execute(self, context: Context) -> dict[str, Any]:
+        self._killed = False
         start, end = self._window(context)
         path, gz = self._destination()
         product_types = _filter_values(self.product_types, "product_types")
         geo_locations = _filter_values(self.geo_locations, "geo_locations")
         hook = AosHook(aos_conn_id=self.aos_conn_id)
+        hook.config  # noqa: B018 - validates the connection before anything is written or requested
+        hook.sleep = self._sleep  # type: ignore[method-assign]
+        n_windows = math.ceil((end - start) / MAX_WINDOW)
+        self.log.info(
+            "Exporting AOS audit records %s to %s: %d API request window(s) of at most 7 days",
+            iso_z(start), iso_z(end), n_windows,
+        )  # fmt: skip
 
-        # Same folder as the destination so the final move is a rename, not a cross-device copy.
-        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-        records = pages = outside = windows = 0
+        tmp, raw = self._open_temp(path)
+        records = pages = outside = escaped = windows = 0
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tmp.open("wb") as raw:  # type: ignore[no-untyped-call]
+            with raw:
                 # mtime=0 and no file name in the gzip header: a rerun writes byte-identical output.
                 out: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") if gz else raw  # type: ignore[assignment]
                 try:
                     for lo, hi in split_window(start, end):
                         windows += 1
-                        n_records, n_pages, n_outside = self._export_window(
-                            hook, out, lo, hi, product_types, geo_locations
-                        )
-                        records += n_records
-                        pages += n_pages
-                        outside += n_outside
+                        counts = self._export_window(hook, out, lo, hi, product_types, geo_locations)
+                        records += counts[0]
+                        pages += counts[1]
+                        outside += counts[2]
+                        escaped += counts[3]
                 finally:
                     if gz:
                         out.close()
+            self._check_killed()
             tmp.rename(path)
-        except BaseException:
-            # Covers task kill (SIGTERM raises in the task) and retries: never leave the temp file behind.
+        except BaseException as exc:
+            # Covers task kill (Airflow 2 raises in the task on SIGTERM) and retries: never leave the temp file.
             try:
-                if tmp.exists():
-                    tmp.unlink()
+                tmp.unlink(missing_ok=True)
             except Exception:
                 self.log.warning("Could not remove the temporary file %s", tmp)
+            if self._killed and not isinstance(exc, AosError):
+                # e.g. the rename of a file on_kill() already removed: say why, not "file not found".
+                raise AosError(KILLED) from exc
             raise
         finally:
+            self._tmp = None
             hook.close()
         try:
             size: int | None = int(path.stat().st_size)
@@ -224,6 +336,11 @@ class AosAuditExportOperator(BaseOperator):
         if outside:
             # They belong to a neighbouring window (e.g. stamped exactly at end_time), not lost.
             self.log.info("Skipped %d record(s) stamped outside [start_time, end_time)", outside)
+        if escaped:
+            self.log.info(
+                "Wrote %d record(s) with \\uXXXX escapes: they hold text UTF-8 cannot encode (a lone surrogate)",
+                escaped,
+            )
         return {
             "path": str(path),
             "records": records,
@@ -234,6 +351,7 @@ class AosAuditExportOperator(BaseOperator):
             "compression": "gzip" if gz else None,
             "bytes": size,
             "skipped_outside_window": outside,
+            "escaped_records": escaped,
         }
 
     def _export_window(
@@ -244,7 +362,8 @@ class AosAuditExportOperator(BaseOperator):
         end: datetime,
         product_types: list[str],
         geo_locations: list[str],
-    ) -> tuple[int, int, int]:
+    ) -> tuple[int, int, int, int]:
+        """Write one API window; returns (records, pages, outside the window, escaped)."""
         params: dict[str, Any] = {"startTime": iso_z(start), "endTime": iso_z(end)}
         # The docs type both filters as one string and never show several values; the API's list
         # convention elsewhere is a repeated parameter, so that is what we send (endpoints.md §2).
@@ -252,15 +371,19 @@ class AosAuditExportOperator(BaseOperator):
             params["productTypes"] = product_types
         if geo_locations:
             params["geoLocations"] = geo_locations
-        records = outside = 0
+        records = outside = escaped = 0
         iterator = hook.paginate(AUDIT_PATH, params=params, scope=AUDIT_SCOPE)
         for page in iterator.pages:
+            # Checked per page: a kill waits at most for the request in flight.
+            self._check_killed()
             lines = []
             for record in page.items:
                 if not _in_window(record, start, end):
                     outside += 1
                     continue
-                lines.append(json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode())
+                line, was_escaped = encode_record(record)
+                lines.append(line)
+                escaped += was_escaped
             if lines:
                 out.write(b"\n".join(lines) + b"\n")
             records += len(lines)
@@ -271,7 +394,7 @@ class AosAuditExportOperator(BaseOperator):
             records,
             iterator.page_number,
         )
-        return records, iterator.page_number, outside
+        return records, iterator.page_number, outside, escaped
 
 
 def _in_window(record: Any, start: datetime, end: datetime) -> bool:

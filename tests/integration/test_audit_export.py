@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import logging
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 
 from airflow_provider_aos.emulator import AosEmulator
 from airflow_provider_aos.exceptions import AosApiError, AosConfigError
-from airflow_provider_aos.operators.audit import AosAuditExportOperator, split_window
+from airflow_provider_aos.operators.audit import AosAuditExportOperator, iso_z, split_window
 
 UTC = UTC
 NOV1 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -22,6 +24,12 @@ NOV1 = datetime(2026, 11, 1, tzinfo=UTC)
 def export(conn_id: str, destination: Path | str, context: dict | None = None, **kwargs) -> dict:
     op = AosAuditExportOperator(task_id="export", aos_conn_id=conn_id, destination=str(destination), **kwargs)
     return op.execute(context or {})
+
+
+def logged(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> str:
+    """What the operator logged: Airflow 2 logs through stdlib logging, Airflow 3 through structlog."""
+    out, err = capsys.readouterr()
+    return caplog.text if caplog.records else out + err
 
 
 def read_lines(path: Path) -> list[dict]:
@@ -174,3 +182,134 @@ def test_split_window_covers_the_range_without_gaps():
     assert windows[-1][1] == end
     assert all(a[1] == b[0] for a, b in itertools.pairwise(windows))
     assert all(hi - lo <= timedelta(days=7) for lo, hi in windows)
+
+
+def test_stale_temp_files_of_earlier_attempts_are_removed_and_nothing_else(aos_connection, tmp_path):
+    """A SIGKILLed attempt leaves ``.{name}.{uuid}.tmp``; the next attempt sweeps exactly those."""
+    conn = aos_connection()
+    stale = tmp_path / f".s.jsonl.{uuid.uuid4().hex}.tmp"
+    kept = [
+        tmp_path / ".s.jsonl.not-a-uuid.tmp",  # not our pattern
+        tmp_path / f".other.jsonl.{uuid.uuid4().hex}.tmp",  # another destination's
+        tmp_path / f"s.jsonl.{uuid.uuid4().hex}.tmp",  # no leading dot
+        tmp_path / f".s.jsonl.{uuid.uuid4().hex}.tmp.bak",
+        tmp_path / "notes.txt",
+    ]
+    for file in [stale, *kept]:
+        file.write_text("partial")
+    export(conn, tmp_path / "s.jsonl", start_time="2026-11-01T00:00:00Z", end_time="2026-11-01T06:00:00Z")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["s.jsonl", *(p.name for p in kept)])
+
+
+def test_a_record_utf8_cannot_encode_is_exported_escaped_and_counted(
+    emulator: AosEmulator, aos_connection, tmp_path, monkeypatch, caplog, capsys
+):
+    """A lone surrogate is valid JSON (the emulator sends it as ``\\ud800``) but not encodable as UTF-8."""
+    original = emulator._data.record
+
+    def record(i: int) -> dict:
+        out = original(i)
+        if i % 50 == 0:
+            out["comment"] = "bad \ud800 text"
+        return out
+
+    monkeypatch.setattr(emulator._data, "record", record)
+    start, end = NOV1, NOV1 + timedelta(days=1)
+    expected = list(emulator.iter_audit(start, end))
+    n_bad = sum(1 for r in expected if r["comment"])
+    assert n_bad > 0
+    with caplog.at_level(logging.INFO):
+        manifest = export(aos_connection(), tmp_path / "u.jsonl", start_time=start, end_time=end)
+    assert manifest["escaped_records"] == n_bad
+    assert manifest["records"] == len(expected)
+    lines = (tmp_path / "u.jsonl").read_bytes().decode("utf-8").splitlines()  # the file is valid UTF-8
+    assert [json.loads(line) for line in lines] == expected  # and decodes to exactly the same records
+    assert f"Wrote {n_bad} record(s) with \\uXXXX escapes" in logged(caplog, capsys)
+
+
+def test_destination_matching_is_case_insensitive_for_gz(aos_connection, tmp_path):
+    conn = aos_connection()
+    manifest = export(
+        conn, tmp_path / "X.JSONL.GZ", start_time="2026-11-01T00:00:00Z", end_time="2026-11-01T06:00:00Z"
+    )
+    assert manifest["compression"] == "gzip"
+    assert (tmp_path / "X.JSONL.GZ").read_bytes()[:2] == b"\x1f\x8b"
+
+
+@pytest.mark.parametrize("case", ["existing_directory", "parent_is_a_file", "not_writable"])
+def test_unusable_destination_fails_before_any_request(emulator: AosEmulator, aos_connection, tmp_path, case):
+    conn = aos_connection()
+    if case == "existing_directory":
+        (tmp_path / "out.jsonl").mkdir()
+        destination = tmp_path / "out.jsonl"
+    elif case == "parent_is_a_file":
+        (tmp_path / "file").write_text("x")
+        destination = tmp_path / "file" / "sub" / "out.jsonl"
+    else:  # tests run as root, so chmod cannot block writes; /proc refuses new files even to root
+        destination = Path("/proc/self/aos-audit-out.jsonl")
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(AosConfigError) as err:
+        export(conn, destination, start_time="2026-11-01T00:00:00Z", end_time="2026-11-02T00:00:00Z")
+    assert err.value.field == "destination"
+    assert emulator.stats()["requests"] == 0  # no token, no audit page: nothing was downloaded
+    assert sorted(tmp_path.rglob("*")) == before  # and no temporary file left
+
+
+def test_dates_before_year_1000_are_zero_padded(emulator: AosEmulator, aos_connection, tmp_path):
+    assert iso_z(datetime(999, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)) == "0999-01-02T03:04:05.678Z"
+    assert iso_z(datetime(2026, 11, 1, tzinfo=UTC)) == "2026-11-01T00:00:00.000Z"
+    manifest = export(
+        aos_connection(),
+        tmp_path / "old.jsonl",
+        start_time="0999-01-01T00:00:00Z",
+        end_time="0999-01-02T00:00:00Z",
+    )
+    assert (manifest["start_time"], manifest["end_time"]) == (
+        "0999-01-01T00:00:00.000Z",
+        "0999-01-02T00:00:00.000Z",
+    )
+    assert manifest["records"] == 0
+    assert emulator.stats()["audit_error"] == 0  # the API got well-formed ISO 8601 times
+
+
+def test_a_long_window_logs_how_many_api_windows_it_takes(
+    emulator: AosEmulator, aos_connection, tmp_path, caplog, capsys
+):
+    start, end = datetime(2025, 11, 1, tzinfo=UTC), datetime(2026, 11, 8, tzinfo=UTC)  # 372 days
+    with caplog.at_level(logging.INFO):
+        manifest = export(aos_connection(), tmp_path / "y.jsonl", start_time=start, end_time=end)
+    assert manifest["windows"] == 54
+    line = (
+        "Exporting AOS audit records 2025-11-01T00:00:00.000Z to 2026-11-08T00:00:00.000Z: "
+        "54 API request window(s) of at most 7 days"
+    )
+    assert logged(caplog, capsys).count(line) == 1
+
+
+@pytest.mark.parametrize(
+    "context",
+    [{}, {"data_interval_start": None, "data_interval_end": None, "logical_date": None}],
+    ids=["absent", "none"],
+)
+def test_a_run_without_data_interval_names_the_fix(emulator: AosEmulator, aos_connection, tmp_path, context):
+    """An Airflow 3 manual run has logical_date null and no data interval."""
+    with pytest.raises(AosConfigError) as err:
+        export(aos_connection(), tmp_path / "n.jsonl", context)
+    assert err.value.field == "start_time"
+    assert "no data interval" in str(err.value)
+    assert "{{ params.start_time }}" in str(err.value)
+    assert emulator.stats()["requests"] == 0
+
+
+@pytest.mark.parametrize("rendered", ["None", "", "  "])
+@pytest.mark.parametrize("field", ["start_time", "end_time"])
+def test_a_template_rendering_to_none_or_empty_names_the_field(
+    emulator: AosEmulator, aos_connection, tmp_path, field, rendered
+):
+    kwargs = {"start_time": "2026-11-01T00:00:00Z", "end_time": "2026-11-02T00:00:00Z", field: rendered}
+    with pytest.raises(AosConfigError) as err:
+        export(aos_connection(), tmp_path / "t.jsonl", **kwargs)
+    assert err.value.field == field
+    assert "template rendered to" in str(err.value)
+    assert "ISO 8601" not in str(err.value)  # not a parse error about the text 'None'
+    assert emulator.stats()["requests"] == 0
