@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import hashlib
 import json
+import logging
+import math
 import re
 import threading
 import time
@@ -30,6 +33,8 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from airflow_provider_aos.config import AosConnectionConfig
 from airflow_provider_aos.exceptions import AosAuthError, AosConfigError
 from airflow_provider_aos.redact import scrub
+
+log = logging.getLogger(__name__)
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_LIFETIME = 300
@@ -76,6 +81,8 @@ class CertificateCredential:
     :param private_key: the RSA private key matching the certificate uploaded to the app registration.
     :param thumbprint: SHA-1 digest of the certificate's DER encoding.
     :param on_assertion: called with every assertion minted, to register it with the secret masker.
+    :param validity_warning: why the identity service will likely refuse the certificate (expired, not
+        yet valid), or None; see :func:`certificate_validity_warning`. Holds no secret.
     """
 
     client_id: str
@@ -83,6 +90,7 @@ class CertificateCredential:
     thumbprint: bytes
     lifetime: int = ASSERTION_LIFETIME
     on_assertion: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
+    validity_warning: str | None = field(default=None, compare=False)
 
     @property
     def thumbprint_hex(self) -> str:
@@ -136,6 +144,45 @@ def _pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
     return [(m.group(1).decode(), m.group(0)) for m in _PEM_BLOCK.finditer(data)]
 
 
+def _unescape_pem(text: str) -> str:
+    """
+    A PEM pasted with literal ``\\n`` escapes, as environment variables and secrets managers often
+    hold multi-line values, with its real line breaks back. Base64 never contains a backslash, so
+    in a PEM text without any real newline every ``\\n`` can only be an escaped line break.
+    """
+    if text.startswith("-----BEGIN") and "\\n" in text and "\n" not in text:
+        return text.replace("\\r\\n", "\n").replace("\\n", "\n")
+    return text
+
+
+def _refuse_other_der(data: bytes, key_field: str) -> None:
+    """Say what a DER file that is not a PKCS#12 bundle is, rather than ask for a passphrase it has not."""
+    expected = (
+        "certificate auth needs the private key and its certificate: a .pem holding both (or the key in "
+        "extra.private_key with extra.certificate), or a .pfx/.p12 bundle"
+    )
+    try:
+        x509.load_der_x509_certificate(data)
+    except ValueError:
+        pass
+    else:
+        raise AosConfigError(
+            key_field, f"is a DER-encoded certificate (.cer) without a private key; {expected}"
+        )
+    try:
+        serialization.load_der_private_key(data, password=None)
+    except TypeError:  # an encrypted PKCS#8 key: still a DER key, whatever its passphrase
+        pass
+    except ValueError:
+        return
+    # Not supported on purpose: a DER key has no room for the certificate we need for its thumbprint.
+    raise AosConfigError(
+        key_field,
+        f"is a DER-encoded private key; {expected}. Convert the key to PEM with "
+        "`openssl pkey -inform DER -in <key file> -out key.pem`, or export a .pfx",
+    )
+
+
 def _load_pem_key(block: bytes, passphrase: bytes | None, key_field: str) -> object:
     try:
         return serialization.load_pem_private_key(block, password=passphrase)
@@ -165,6 +212,7 @@ def _load_pkcs12(
     try:
         key, cert, _ = pkcs12.load_key_and_certificates(data, passphrase)
     except ValueError:
+        _refuse_other_der(data, key_field)
         if passphrase is not None:
             try:  # a passphrase for a clear bundle is harmless, as it is for a clear PEM key
                 key, cert, _ = pkcs12.load_key_and_certificates(data, None)
@@ -210,7 +258,7 @@ def load_certificate_credential(
         pem = data.lstrip().startswith(b"-----BEGIN")
     else:
         key_field = "extra.private_key"
-        text = (config.private_key or "").strip()
+        text = _unescape_pem((config.private_key or "").strip())
         pem = text.startswith("-----BEGIN")
         if pem:
             data = text.encode()
@@ -226,6 +274,13 @@ def load_certificate_credential(
     if pem:
         blocks = _pem_blocks(data)
         key_blocks = [b for kind, b in blocks if kind.endswith("PRIVATE KEY")]
+        if not key_blocks and any(kind == "CERTIFICATE" for kind, _ in blocks):
+            raise AosConfigError(
+                key_field,
+                "holds only a certificate (the public .cer) and no PEM private key (-----BEGIN ... PRIVATE "
+                "KEY-----); certificate auth needs the key too: a .pem with the key and the certificate, "
+                "or a .pfx/.p12 bundle",
+            )
         if not key_blocks:
             raise AosConfigError(
                 key_field, "holds no PEM private key block (-----BEGIN ... PRIVATE KEY-----)"
@@ -234,7 +289,9 @@ def load_certificate_credential(
         cert_blocks = [b for kind, b in blocks if kind == "CERTIFICATE"]
         if config.certificate:
             cert_blocks = [
-                b for kind, b in _pem_blocks(config.certificate.strip().encode()) if kind == "CERTIFICATE"
+                b
+                for kind, b in _pem_blocks(_unescape_pem(config.certificate.strip()).encode())
+                if kind == "CERTIFICATE"
             ]
             if not cert_blocks:
                 raise AosConfigError(
@@ -267,9 +324,34 @@ def load_certificate_credential(
             f"(certificate subject {cert.subject.rfc4514_string()!r})",
         )
     thumbprint = hashlib.sha1(cert.public_bytes(serialization.Encoding.DER), usedforsecurity=False).digest()
+    warning = certificate_validity_warning(cert, dt.datetime.now(dt.UTC))
+    if warning:
+        # A warning, not an error: the identity service decides, and our clock may be the wrong one.
+        log.warning("AOS connection %s: %s", config.conn_id, warning)
     return CertificateCredential(
-        client_id=config.client_id, private_key=key, thumbprint=thumbprint, on_assertion=on_assertion
+        client_id=config.client_id,
+        private_key=key,
+        thumbprint=thumbprint,
+        on_assertion=on_assertion,
+        validity_warning=warning,
     )
+
+
+def certificate_validity_warning(cert: x509.Certificate, now: dt.datetime) -> str | None:
+    """Why the identity service will likely refuse ``cert`` at ``now`` (an aware datetime), or None."""
+    subject = cert.subject.rfc4514_string()
+    if now > cert.not_valid_after_utc:
+        return (
+            f"the certificate {subject!r} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M UTC}; the "
+            "identity service will likely refuse it. Upload a new certificate to the app registration in "
+            "AOS and put it in the connection."
+        )
+    if now < cert.not_valid_before_utc:
+        return (
+            f"the certificate {subject!r} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M UTC}; "
+            "the identity service will likely refuse it until then (or check this worker's clock)."
+        )
+    return None
 
 
 def credential_for(
@@ -311,6 +393,47 @@ _AUTH_HINTS = {
 }
 
 
+DEFAULT_TOKEN_LIFETIME = 3600.0
+"""Seconds assumed when ``expires_in`` is missing or not a number: the documented lifetime (auth.md §5)."""
+MIN_TOKEN_LIFETIME = 60.0
+"""Floor for a shorter ``expires_in``, so that a token is reused for a while, not fetched per request."""
+
+
+def _token_lifetime(raw: object, token_url: str) -> float:
+    """
+    Seconds a token lives, from ``expires_in``.
+
+    Tolerant where that is safe: a missing, boolean or unreadable value is taken as the documented
+    hour (a 401 evicts the token and fetches a new one if that was wrong). A lifetime below
+    :data:`MIN_TOKEN_LIFETIME`, zero or negative included, is raised to it. A non-finite value (NaN,
+    Infinity, or a number too large for a float) is refused: it would cache a token forever or never.
+    """
+    # bool is an int in Python: True would mean a one-second token.
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        return DEFAULT_TOKEN_LIFETIME
+    try:
+        seconds = float(raw)  # documented as int; some IdPs send a string ("3599")
+    except OverflowError:  # an int beyond any float: as unusable as Infinity
+        seconds = math.inf
+    except ValueError:
+        return DEFAULT_TOKEN_LIFETIME
+    if not math.isfinite(seconds):
+        raise AosAuthError(
+            f"the identity service at {token_url} answered a token whose expires_in is not a finite "
+            "number of seconds (NaN, Infinity or out of range); refusing to cache it",
+            status=200,
+        )
+    if seconds < MIN_TOKEN_LIFETIME:
+        log.warning(
+            "The identity service at %s gave a token lifetime of %.0f s; reusing the token for up to %.0f s",
+            token_url,
+            seconds,
+            MIN_TOKEN_LIFETIME,
+        )
+        return MIN_TOKEN_LIFETIME
+    return seconds
+
+
 def parse_token_response(
     status: int, body: bytes | str, *, scope: str | None, token_url: str, secrets: Iterable[str], now: float
 ) -> AccessToken:
@@ -326,10 +449,7 @@ def parse_token_response(
     if not isinstance(payload, dict):
         payload = {}
     if status == 200 and isinstance(payload.get("access_token"), str) and payload["access_token"]:
-        try:
-            expires_in = float(payload.get("expires_in", 3600))  # documented as int; some IdPs send a string
-        except (TypeError, ValueError):
-            expires_in = 3600.0
+        expires_in = _token_lifetime(payload.get("expires_in"), token_url)
         granted = payload.get("scope") if isinstance(payload.get("scope"), str) else None
         return AccessToken(
             value=payload["access_token"],
@@ -361,28 +481,37 @@ class TokenCache:
     """
     Tokens per scope for one connection, reused until shortly before they expire. Thread-safe.
 
+    Two locks with two jobs. :attr:`lock` is for callers: held around get, fetch and put, it makes
+    one thread fetch a missing token while the others wait for it. Every read and change of the
+    cache itself happens under a private lock, held for no I/O, so get/put/evict are safe under
+    :attr:`lock` or without it, and an eviction never waits for another thread's token request.
+
     :param clock: wall-clock seconds (``time.time``); injectable for tests.
     """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._tokens: dict[str, AccessToken] = {}
+        self._mutex = threading.Lock()
         self.lock = threading.Lock()
 
     def get(self, scope: str) -> AccessToken | None:
-        token = self._tokens.get(scope)
+        with self._mutex:
+            token = self._tokens.get(scope)
         if token is not None and token.fresh(self._clock()):
             return token
         return None
 
     def put(self, scope: str, token: AccessToken) -> None:
-        self._tokens[scope] = token
+        with self._mutex:
+            self._tokens[scope] = token
 
     def evict(self, scope: str, value: str | None = None) -> None:
         """Forget the token of ``scope``; with ``value``, only if it is still that token (a 401 race)."""
-        current = self._tokens.get(scope)
-        if current is not None and (value is None or current.value == value):
-            del self._tokens[scope]
+        with self._mutex:  # check and delete as one step: two evictions of one token raced to KeyError
+            current = self._tokens.get(scope)
+            if current is not None and (value is None or current.value == value):
+                del self._tokens[scope]
 
     def now(self) -> float:
         return self._clock()

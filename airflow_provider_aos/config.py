@@ -83,19 +83,32 @@ def is_loopback(hostname: str | None) -> bool:
 
 def normalize_url(value: str, *, field: str, port: int | None = None) -> str:
     """
-    Validate a base URL: https, or http to a loopback host only; no query or fragment.
+    Validate a base URL: https, or http to a loopback host only; no user info, query or fragment.
 
-    A value without a scheme is taken as https (Airflow URIs cannot carry one in ``host``).
+    A value without a scheme is taken as https (Airflow URIs cannot carry one in ``host``). Error
+    messages never quote the value, at most its host name: the rest may hold a password.
     """
     raw = value.strip()
     if "://" not in raw:
         raw = "https://" + raw
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    example = "expected e.g. https://graph-us.avepointonlineservices.com"
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - parsed lazily; raises ValueError for a bad port
+    except ValueError:
+        raise AosConfigError(field, f"is not a valid URL (bad host or port); {example}") from None
+    if "@" in parts.netloc:
+        # requests would send user:password as Basic auth in place of our bearer token, and the URL
+        # would show up wherever the host is printed (test_connection, logs).
         raise AosConfigError(
             field,
-            f"{value!r} is not an http(s) URL; expected e.g. https://graph-us.avepointonlineservices.com",
+            "must not contain a user name or password (user:password@host): the client ID and secret go "
+            "in the connection's login and password. Remove everything up to the '@'.",
         )
+    if parts.scheme not in ("http", "https"):
+        raise AosConfigError(field, f"is not an http(s) URL; {example}")
+    if not parts.hostname:
+        raise AosConfigError(field, f"has no host name; {example}")
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise AosConfigError(
             field,
@@ -206,7 +219,8 @@ class AosConnectionConfig:
                 f"connection {conn.conn_id!r} has no client ID. Put the application (client) ID of the "
                 "app registered in AOS (Administration > App registrations) in the Client ID (login) field.",
             )
-        secret = _blank_to_none(conn.password)
+        # Stripped like the login: a secret pasted with a trailing newline would be refused as invalid_client.
+        secret = (conn.password or "").strip() or None
         if not (secret or ex.get("private_key") or ex.get("certificate_path")):
             raise AosConfigError(
                 "password",

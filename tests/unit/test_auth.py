@@ -6,6 +6,8 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -13,14 +15,16 @@ from typing import Any
 import jwt
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from airflow_provider_aos.auth import (
     AccessToken,
     CertificateCredential,
     ClientSecretCredential,
     TokenCache,
+    certificate_validity_warning,
     credential_for,
     load_certificate_credential,
     parse_token_response,
@@ -28,7 +32,7 @@ from airflow_provider_aos.auth import (
 from airflow_provider_aos.config import AosConnectionConfig
 from airflow_provider_aos.exceptions import AosAuthError, AosConfigError
 from airflow_provider_aos.hooks.aos import token_endpoint_from_discovery
-from tests.conftest import self_signed_certificate
+from tests.conftest import CertBundle, self_signed_certificate
 
 CLIENT_ID = "0a1b2c3d-4e5f-6789-abcd-ef0123456789"
 IDENTITY = "https://identity.avepointonlineservices.com"
@@ -285,6 +289,164 @@ def test_load_errors_are_config_errors_with_the_field_in_the_message(cert_bundle
     assert str(error).startswith("extra.certificate: ")
 
 
+def der_key(cert_bundle: CertBundle, passphrase: str | None = None) -> bytes:
+    encryption = (
+        serialization.BestAvailableEncryption(passphrase.encode())
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    return cert_bundle.key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, encryption
+    )
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["clear", "encrypted"])
+def test_der_private_key_file_says_what_it_is(cert_bundle: Any, tmp_path: Path, encrypted: bool) -> None:
+    """A DER key is not a .pfx: say so, rather than ask for a passphrase that cannot help."""
+    path = tmp_path / "app.key"
+    path.write_bytes(der_key(cert_bundle, PASSPHRASE if encrypted else None))
+    error = config_error(config(certificate_path=str(path)))
+
+    assert error.field == "extra.certificate_path"
+    assert "DER-encoded private key" in str(error)
+    assert ".pem" in str(error)
+    assert ".pfx" in str(error)
+    assert "passphrase" not in str(error)
+
+
+@pytest.mark.parametrize("source", ["certificate_path", "private_key"])
+def test_der_certificate_without_key_says_what_it_is(cert_bundle: Any, tmp_path: Path, source: str) -> None:
+    der = cert_bundle.cert.public_bytes(serialization.Encoding.DER)
+    if source == "certificate_path":
+        path = tmp_path / "app.cer"
+        path.write_bytes(der)
+        cfg = config(certificate_path=str(path))
+    else:
+        cfg = config(private_key=base64.b64encode(der).decode())
+    error = config_error(cfg)
+
+    assert error.field == f"extra.{source}"
+    assert "DER-encoded certificate" in str(error)
+    assert "without a private key" in str(error)
+    assert ".pfx" in str(error)
+    assert "passphrase" not in str(error)
+
+
+def test_pem_certificate_file_without_key_says_what_it_is(cert_bundle: Any, tmp_path: Path) -> None:
+    path = tmp_path / "app.cer"
+    path.write_text(cert_bundle.cert_pem)
+    error = config_error(config(certificate_path=str(path)))
+
+    assert error.field == "extra.certificate_path"
+    assert "only a certificate" in str(error)
+    assert ".pfx" in str(error)
+
+
+def escaped(pem: str, newline: str = "\\n") -> str:
+    """A PEM as an environment variable or secrets manager may hold it: line breaks as literal escapes."""
+    return pem.strip().replace("\n", newline)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        lambda b: {"private_key": escaped(b.key_pem), "certificate": b.cert_pem},
+        lambda b: {"private_key": b.key_pem, "certificate": escaped(b.cert_pem)},
+        lambda b: {"private_key": escaped(b.key_pem), "certificate": escaped(b.cert_pem)},
+        lambda b: {"private_key": escaped(b.key_pem + b.cert_pem)},
+        lambda b: {"private_key": escaped(b.key_pem, "\\r\\n"), "certificate": escaped(b.cert_pem, "\\r\\n")},
+    ],
+    ids=["key", "certificate", "both", "key-with-certificate-appended", "crlf"],
+)
+def test_pem_with_literal_newline_escapes_is_accepted(cert_bundle: Any, fields: Any) -> None:
+    cfg = config(**fields(cert_bundle))
+    assert "\\n" in (cfg.private_key or "") + (cfg.certificate or "")  # the test really escapes something
+
+    credential = load_certificate_credential(cfg)
+
+    assert credential.thumbprint == cert_bundle.thumbprint
+
+
+# -- certificate validity ----------------------------------------------------------------------
+
+
+def certificate_valid(cert_bundle: Any, not_before: dt.datetime, not_after: dt.datetime) -> str:
+    """A PEM certificate for the bundle's key with the given validity (self-signed)."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aos-validity-test")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(cert_bundle.key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .sign(cert_bundle.key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@pytest.mark.parametrize(
+    ("not_before", "not_after", "expected"),
+    [
+        (
+            dt.datetime(2024, 3, 4, tzinfo=dt.UTC),
+            dt.datetime(2025, 3, 4, 5, 6, tzinfo=dt.UTC),
+            "expired on 2025-03-04 05:06 UTC",
+        ),
+        (
+            dt.datetime(2099, 1, 2, 3, 4, tzinfo=dt.UTC),
+            dt.datetime(2100, 1, 1, tzinfo=dt.UTC),
+            "not valid before 2099-01-02 03:04 UTC",
+        ),
+    ],
+    ids=["expired", "not-yet-valid"],
+)
+def test_certificate_outside_its_validity_is_warned_about(
+    cert_bundle: Any,
+    caplog: pytest.LogCaptureFixture,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    expected: str,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="airflow_provider_aos.auth")
+    cert_pem = certificate_valid(cert_bundle, not_before, not_after)
+
+    credential = load_certificate_credential(config(private_key=cert_bundle.key_pem, certificate=cert_pem))
+
+    # Still loaded: the identity service decides; we say why it will likely refuse.
+    assert credential.thumbprint == sha1(x509.load_pem_x509_certificate(cert_pem.encode()))
+    assert credential.validity_warning is not None
+    assert expected in credential.validity_warning
+    assert "aos-validity-test" in credential.validity_warning
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert expected in warnings[0]
+    assert "aos_test" in warnings[0]  # which connection
+    assert_no_key_material(warnings[0] + repr(credential), cert_bundle.key_pem)
+
+
+def test_valid_certificate_has_no_warning(cert_bundle: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="airflow_provider_aos.auth")
+    credential = load_certificate_credential(
+        config(private_key=cert_bundle.key_pem, certificate=cert_bundle.cert_pem)
+    )
+
+    assert credential.validity_warning is None
+    assert not caplog.records
+
+
+def test_certificate_validity_warning_boundaries(cert_bundle: Any) -> None:
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    end = dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
+    cert = x509.load_pem_x509_certificate(certificate_valid(cert_bundle, start, end).encode())
+
+    assert certificate_validity_warning(cert, start) is None
+    assert certificate_validity_warning(cert, end) is None
+    assert "expired" in (certificate_validity_warning(cert, end + dt.timedelta(seconds=1)) or "")
+    assert "not valid before" in (certificate_validity_warning(cert, start - dt.timedelta(seconds=1)) or "")
+
+
 # -- the client assertion ----------------------------------------------------------------------
 
 
@@ -457,6 +619,49 @@ def test_token_response_short_lifetime() -> None:
     assert token.expires_at == 1120.0
 
 
+@pytest.mark.parametrize(
+    "expires_in",
+    ["NaN", "Infinity", "-Infinity", '"NaN"', '"Infinity"', '"1e400"', "1" + "0" * 400],
+    ids=["NaN", "Infinity", "-Infinity", "str-NaN", "str-Infinity", "str-overflow", "int-overflow"],
+)
+def test_non_finite_expires_in_is_refused(expires_in: str) -> None:
+    """NaN would fetch a token per request, Infinity cache it forever, a huge int crash float()."""
+    # Raw JSON: json.loads reads the bare NaN/Infinity literals some JSON writers emit.
+    error = auth_error(200, f'{{"access_token": "t", "expires_in": {expires_in}}}')
+
+    assert TOKEN_URL in str(error)
+    assert "expires_in" in str(error)
+    assert error.status == 200
+
+
+@pytest.mark.parametrize(
+    "expires_in",
+    [0, -5, 1, 59.5, "0", "-3600"],
+    ids=["zero", "negative", "one", "59.5", "str-zero", "str-negative"],
+)
+def test_tiny_expires_in_is_raised_to_a_minute(expires_in: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="airflow_provider_aos.auth")
+    token = parse(200, {"access_token": "t", "expires_in": expires_in})
+
+    assert token.lifetime == 60.0
+    assert token.expires_at == 1060.0
+    # Reused for most of that minute (the refresh margin is a tenth of the lifetime), not per request.
+    assert token.fresh(1000.0 + 50)
+    assert not token.fresh(1000.0 + 55)
+    assert any(TOKEN_URL in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("expires_in", [True, False, "soon", None, [3600], {"s": 1}, ""])
+def test_unusable_expires_in_defaults_to_an_hour(expires_in: Any) -> None:
+    """Tolerant on purpose: a bool (True is 1 in Python) or garbage means the documented hour."""
+    token = parse(200, {"access_token": "t", "expires_in": expires_in})
+    assert token.lifetime == 3600.0
+
+
+def test_missing_expires_in_defaults_to_an_hour() -> None:
+    assert parse(200, {"access_token": "t"}).lifetime == 3600.0
+
+
 def test_token_response_scope_falls_back_to_the_granted_one() -> None:
     token = parse(200, {"access_token": "t", "expires_in": 3600, "scope": "audit.read.all"}, scope=None)
     assert token.scope == "audit.read.all"
@@ -509,6 +714,23 @@ def test_long_error_description_does_not_leak_part_of_a_secret() -> None:
     error = auth_error(401, {"error": "invalid_client", "error_description": description}, secrets=(secret,))
 
     assert secret[:5] not in str(error)
+
+
+def test_error_text_keeps_no_fragment_of_a_secret_at_any_offset_or_cut() -> None:
+    """
+    A server may echo a secret anywhere in its text, and cut it short itself. Whatever the position
+    and the length of the echo, no run of 8 characters of the secret reaches the message.
+    """
+    secret = "Sup3r-S3cret-Value-0123456789"
+    fragments = {secret[i : i + 8] for i in range(len(secret) - 7)}
+    for offset in (*range(0, 20), *range(280, 310)):
+        for cut in range(8, len(secret) + 1):
+            echo = secret[:cut] if cut % 2 else secret[len(secret) - cut :]  # a head or a tail of it
+            for field in ("error_description", "error"):
+                text = "." * offset + echo + " ."
+                error = auth_error(401, {field: text}, secrets=("other-secret-xyz", secret))
+                leaked = [f for f in fragments if f in str(error)]
+                assert not leaked, (field, offset, cut, leaked)
 
 
 @pytest.mark.parametrize(
@@ -592,6 +814,99 @@ def test_evict_without_value_evicts_any_token() -> None:
     cache.evict("s")
     assert cache.get("s") is None
     cache.evict("absent")  # nothing to evict is fine
+
+
+class SlowGetDict(dict[str, AccessToken]):
+    """A dict whose ``get`` dawdles, to widen any window between an eviction's check and its delete."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = super().get(key, default)
+        time.sleep(0.005)
+        return value
+
+
+def run_threads(count: int, work: Any) -> list[BaseException]:
+    """Run ``work()`` in ``count`` threads released together; the exceptions they raised."""
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            work()
+        except BaseException as exc:  # collected for the assertion in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return errors
+
+
+@pytest.mark.parametrize("value", ["t", None], ids=["this-token", "any-token"])
+def test_concurrent_evictions_of_one_token_do_not_raise(value: str | None) -> None:
+    """Many requests that got a 401 with the same token evict it at once: one wins, none raises."""
+    cache = TokenCache(clock=Clock(0.0))
+    cache._tokens = SlowGetDict()
+    cache.put("s", AccessToken(value="t", scope="s", expires_at=3600.0, lifetime=3600.0))
+
+    errors = run_threads(16, lambda: cache.evict("s", value))
+
+    assert errors == []
+    assert cache.get("s") is None
+
+
+def test_concurrent_puts_gets_and_evictions_stay_consistent() -> None:
+    cache = TokenCache(clock=Clock(0.0))
+    tokens = [AccessToken(value=f"t{i}", scope="s", expires_at=3600.0, lifetime=3600.0) for i in range(4)]
+
+    def work() -> None:
+        for i in range(2000):
+            token = tokens[i % len(tokens)]
+            cache.put("s", token)
+            cache.evict("s", token.value)
+            cache.evict("s")
+            got = cache.get("s")
+            assert got is None or got in tokens
+
+    assert run_threads(8, work) == []
+
+
+def test_cache_calls_under_the_callers_lock_do_not_deadlock() -> None:
+    """The hook holds ``cache.lock`` around get, fetch and put; a 401 evicts without it."""
+    cache = TokenCache(clock=Clock(0.0))
+    token = AccessToken(value="t", scope="s", expires_at=3600.0, lifetime=3600.0)
+    done = threading.Event()
+
+    def hook_like() -> None:
+        with cache.lock:
+            assert cache.get("s") is None
+            cache.put("s", token)
+            assert cache.get("s") is token
+            cache.evict("s", "t")
+        done.set()
+
+    thread = threading.Thread(target=hook_like, daemon=True)
+    thread.start()
+    thread.join(timeout=5)
+    assert done.is_set()
+
+
+def test_eviction_does_not_wait_for_a_token_request_in_flight() -> None:
+    cache = TokenCache(clock=Clock(0.0))
+    cache.put("s", AccessToken(value="t", scope="s", expires_at=3600.0, lifetime=3600.0))
+    evicted = threading.Event()
+
+    def evict() -> None:
+        cache.evict("s", "t")
+        evicted.set()
+
+    with cache.lock:  # another thread is fetching a token
+        threading.Thread(target=evict, daemon=True).start()
+        assert evicted.wait(timeout=5)
+    assert cache.get("s") is None
 
 
 # -- OIDC discovery ----------------------------------------------------------------------------

@@ -87,6 +87,16 @@ def test_neither_secret_nor_key_names_password(password: str | None) -> None:
 
 
 @pytest.mark.parametrize(
+    "password", [" client-secret-value", "client-secret-value\n", "\tclient-secret-value \r\n"]
+)
+def test_client_secret_is_stripped_like_the_login(password: str) -> None:
+    """A secret pasted with a newline would otherwise be refused by the identity service."""
+    config = load(password=password)
+    assert config.client_secret == "client-secret-value"
+    assert config.secrets() == ["client-secret-value"]
+
+
+@pytest.mark.parametrize(
     "extra", [{"private_key": "-----BEGIN PRIVATE KEY-----"}, {"certificate_path": "/k.pfx"}]
 )
 def test_a_certificate_replaces_the_secret(extra: dict[str, Any]) -> None:
@@ -199,6 +209,57 @@ def test_loopback_host_needs_an_identity_url() -> None:
 @pytest.mark.parametrize("host", ["https://graph-us.avepointonlineservices.com/?a=1", "ftp://example.com"])
 def test_host_that_is_not_a_base_url_is_refused(host: str) -> None:
     assert config_error({}, host=host).field == "host"
+
+
+PASSWORD = "hunter2-Pa55word"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"https://admin:{PASSWORD}@graph-us.avepointonlineservices.com",
+        f"admin:{PASSWORD}@graph-us.avepointonlineservices.com",  # no scheme: taken as https
+        f"http://admin:{PASSWORD}@127.0.0.1:9000",  # loopback is no excuse
+        f"https://:{PASSWORD}@graph-us.avepointonlineservices.com",  # password only
+        f"https://{PASSWORD}@graph-us.avepointonlineservices.com",  # a token as the user name
+        f"ftp://admin:{PASSWORD}@graph-us.avepointonlineservices.com",  # refused before the scheme is
+        f"http://admin:{PASSWORD}@graph-us.avepointonlineservices.com",  # refused before plain http is
+        f"https://admin:{PASSWORD}@graph-us.avepointonlineservices.com:8443/base?x=1",
+    ],
+    ids=["user-password", "no-scheme", "loopback", "password-only", "user-only", "ftp", "http", "port-query"],
+)
+@pytest.mark.parametrize("field", ["host", "extra.identity_url"])
+def test_credentials_in_a_url_are_refused_without_echoing_them(url: str, field: str) -> None:
+    """requests would send them as Basic auth instead of our bearer token; the message must not show them."""
+    if field == "host":
+        error = config_error({"data_center": "us"}, host=url)
+    else:
+        error = config_error({"data_center": "us", "identity_url": url})
+
+    assert error.field == field
+    assert "user name or password" in str(error)
+    assert "login and password" in str(error)
+    for leak in (PASSWORD, "admin:", PASSWORD[:8]):
+        assert leak not in str(error)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"ftp://graph.example.com/{PASSWORD}",
+        f"https://graph.example.com/?password={PASSWORD}",
+        f"https://graph.example.com/#{PASSWORD}",
+        f"https://graph.example.com:{PASSWORD}",  # a port that is not a number
+        f"https://[{PASSWORD}",  # an unbalanced IPv6 bracket
+        f"https:///{PASSWORD}",  # no host at all
+    ],
+    ids=["scheme", "query", "fragment", "bad-port", "bad-ipv6", "no-host"],
+)
+def test_no_url_error_quotes_the_value(url: str) -> None:
+    """Whatever is wrong with a URL, the message names the field, never the text that may hold a secret."""
+    error = config_error({"data_center": "us"}, host=url)
+    assert error.field == "host"
+    assert PASSWORD not in str(error)
 
 
 # -- extras ------------------------------------------------------------------------------------
