@@ -14,23 +14,32 @@ in small *style* objects that read a page body and say which request comes next:
 - :class:`BodyTokenPaging`: the token goes back in the JSON body of a POST (G).
 - :class:`StartIndexPaging`: ``startIndex`` sent back until it is null (H).
 
-Nothing here does I/O or knows the transport: an async twin reuses the style objects as they are.
+:class:`PageWalk` holds the per-page logic and the state of one walk, without I/O: given a page's
+body it returns the records and the next request, refuses bodies that would lose records silently
+(an error envelope in a 200, records in no documented place) and walks that would never end (a
+request seen before, a long run of empty pages that still link on). :class:`PageIterator` drives it
+with a sync ``fetch``; an async twin can drive the same walk and reuse the style objects as they are.
 Checking that an absolute link points at the configured API host is the transport's job (the hook
 refuses any other host before the bearer token is attached).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urljoin
+from urllib.parse import parse_qsl, urljoin, urlsplit
 
-from airflow_provider_aos.exceptions import AosPaginationError
+from airflow_provider_aos.exceptions import AosApiError, AosPaginationError
 
 Params = tuple[tuple[str, str], ...]
 DEFAULT_ITEM_KEYS = ("data", "value", "jobs", "values", "results", "items", "queriedItems")
+# A few empty pages in a row happen (AOS scan jobs can end on one); dozens that keep linking on are
+# a server bug that would otherwise walk forever.
+DEFAULT_MAX_EMPTY_PAGES = 10
 
 
 def to_params(params: Mapping[str, Any] | Iterable[tuple[str, Any]] | None) -> Params:
@@ -117,19 +126,112 @@ def find_total(body: Any) -> int | None:
     return None
 
 
-def extract_items(body: Any, keys: Iterable[str] = DEFAULT_ITEM_KEYS) -> list[Any]:
-    """The list of records in a page body: the first list found under ``keys`` (one level deep in ``data``)."""
+def find_items(body: Any, keys: Iterable[str] = DEFAULT_ITEM_KEYS) -> list[Any] | None:
+    """
+    The records of a page body in any shape the docs show (endpoints.md §4); None if it has none.
+
+    The shapes: a bare list; a list under one of ``keys``, beside ``metadata`` or an envelope
+    (audit, DMSO, Elements, M365, Insights, Google, Opus ``queriedItems``); ``data`` as an object
+    holding the list under one of ``keys`` (D365 and Salesforce ``data.jobs``, M365 unusual activities
+    ``data.data``). One of ``keys`` present but ``null`` is an empty page: the key says where records
+    would be, and .NET serialisers write an empty collection that way.
+
+    ``data`` as any other object is *not* taken for one record. audit.md's model table types ``data``
+    as an object, but the sample holding exactly one record shows a one-element array, so the table
+    is a doc artefact; and a wrapper we do not know, taken for one record, would drop the records
+    inside it without a word. Such a page is left to the caller to refuse.
+    """
+    keys = tuple(keys)
     if isinstance(body, list):
         return body
-    for key in keys:
-        value = _field(body, key)
-        if isinstance(value, list):
-            return value
-        if key == "data" and isinstance(value, Mapping):  # Salesforce: data.{jobs, nextLink, totalCount}
-            nested = extract_items(value, [k for k in keys if k != "data"])
-            if nested:
-                return nested
-    return []
+    if not isinstance(body, Mapping):
+        return None
+    holders = [body]
+    if "data" in keys and isinstance(body.get("data"), Mapping):
+        holders.append(body["data"])
+    for holder in holders:  # a list anywhere wins over a null, whatever the key order
+        for key in keys:
+            value = holder.get(key)
+            if isinstance(value, list):
+                return value
+    if any(key in holder and holder[key] is None for holder in holders for key in keys):
+        return []
+    return None
+
+
+def extract_items(body: Any, keys: Iterable[str] = DEFAULT_ITEM_KEYS) -> list[Any]:
+    """Lenient :func:`find_items`: ``[]`` where it finds no records (for bodies already validated)."""
+    return find_items(body, keys) or []
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, Mapping):
+        return "object"
+    return type(value).__name__
+
+
+def _key_list(mapping: Mapping[Any, Any], limit: int) -> str:
+    names = [str(k)[:40] for k in list(mapping)[:limit]]
+    more = f", ... ({len(mapping) - limit} more)" if len(mapping) > limit else ""
+    return ", ".join(names) + more
+
+
+def describe_shape(body: Any) -> str:
+    """
+    What a body holds, by key and JSON type only (and the keys of a nested object).
+
+    Never a value: values may be tokens (a ``nextLink``), personal data or a server message quoting
+    a secret, and this text ends up in task logs.
+    """
+    if not isinstance(body, Mapping):
+        return f"a JSON {_json_type(body)}"
+    parts = []
+    for key, value in list(body.items())[:20]:
+        kind = _json_type(value)
+        if isinstance(value, Mapping) and value:
+            kind += f" with keys {_key_list(value, 10)}"
+        parts.append(f"{str(key)[:40]}: {kind}")
+    more = f"; ... ({len(body) - 20} more keys)" if len(body) > 20 else ""
+    return "an object {" + "; ".join(parts) + more + "}"
+
+
+def _status_code(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def error_envelope(body: Any) -> str | None:
+    """
+    Why a page body that came with HTTP 200 is an error after all, or None when it is not.
+
+    Some services report failures inside a 200: ``ErrorResponse`` ``{traceId, error, statusCode}``,
+    an envelope with ``status``/``statusCode`` >= 400 or ``isSuccess``/``success`` false
+    (endpoints.md §4). Records beside such a marker are not trusted to be complete. Success bodies
+    carry ``statusCode: 200`` with an empty ``errorMessage`` (DMSO), so only the code decides.
+    """
+    if not isinstance(body, Mapping):
+        return None
+    for key in ("statusCode", "status"):
+        code = _status_code(body.get(key))
+        if code is not None and code >= 400:
+            return f"{key} {code}"
+    for key in ("isSuccess", "success"):
+        if body.get(key) is False:
+            return f"{key} false"
+    return None
 
 
 def is_absolute(link: str) -> bool:
@@ -166,7 +268,9 @@ def resolve_link(link: str, request_url: str, service_prefix: str | None = None)
 class PagingStyle(Protocol):
     """How one endpoint pages: where the records are, and what to request after a page."""
 
-    def items(self, body: Any) -> list[Any]: ...
+    def items(self, body: Any) -> list[Any] | None:
+        """The page's records; None when the body holds none in any shape this style knows."""
+        ...
 
     def next_request(self, body: Any, request: PageRequest, items: list[Any]) -> PageRequest | None: ...
 
@@ -200,14 +304,17 @@ class NextLinkPaging:
         ``skiptoken`` for IaaS + PaaS).
     :param service_prefix: prefix to restore on root-relative links (``/dynamicsbackup``).
     :param item_keys: where the records are.
+    :param empty_body_ok: an empty body (HTTP 204) means "no records" rather than an error. Off
+        unless the endpoint is documented to answer that way: elsewhere it hides a broken response.
     """
 
     token_param: str = "skipToken"  # noqa: S105 - a parameter name, not a secret
     service_prefix: str | None = None
     item_keys: tuple[str, ...] = DEFAULT_ITEM_KEYS
+    empty_body_ok: bool = False
 
-    def items(self, body: Any) -> list[Any]:
-        return extract_items(body, self.item_keys)
+    def items(self, body: Any) -> list[Any] | None:
+        return find_items(body, self.item_keys)
 
     def next_request(self, body: Any, request: PageRequest, items: list[Any]) -> PageRequest | None:
         link = find_next_link(body)
@@ -226,6 +333,7 @@ class PageIndexPaging:
 
     :param page_size: the size asked for; a shorter page ends the walk. None: only empty pages do.
     :param first_index: the index of the first page (0 for M365 backup, 1 for Dynamics 365 and DMSO).
+    :param empty_body_ok: an empty body (HTTP 204) means "no records" (see :class:`NextLinkPaging`).
     """
 
     index_param: str = "pageIndex"
@@ -234,9 +342,10 @@ class PageIndexPaging:
     first_index: int = 1
     service_prefix: str | None = None
     item_keys: tuple[str, ...] = DEFAULT_ITEM_KEYS
+    empty_body_ok: bool = False
 
-    def items(self, body: Any) -> list[Any]:
-        return extract_items(body, self.item_keys)
+    def items(self, body: Any) -> list[Any] | None:
+        return find_items(body, self.item_keys)
 
     def first(self, request: PageRequest) -> PageRequest:
         """The first request: the caller's own ``pageIndex``/``pageSize`` win over the defaults."""
@@ -271,9 +380,10 @@ class TopSkipPaging:
     top_param: str = "top"
     skip_param: str = "skip"
     item_keys: tuple[str, ...] = DEFAULT_ITEM_KEYS
+    empty_body_ok: bool = False
 
-    def items(self, body: Any) -> list[Any]:
-        return extract_items(body, self.item_keys)
+    def items(self, body: Any) -> list[Any] | None:
+        return find_items(body, self.item_keys)
 
     def first(self, request: PageRequest) -> PageRequest:
         params = request.params
@@ -304,9 +414,10 @@ class BodyTokenPaging:
 
     body_field: str = "nextLink"
     item_keys: tuple[str, ...] = DEFAULT_ITEM_KEYS
+    empty_body_ok: bool = False
 
-    def items(self, body: Any) -> list[Any]:
-        return extract_items(body, self.item_keys)
+    def items(self, body: Any) -> list[Any] | None:
+        return find_items(body, self.item_keys)
 
     def next_request(self, body: Any, request: PageRequest, items: list[Any]) -> PageRequest | None:
         token = find_next_link(body)
@@ -317,13 +428,19 @@ class BodyTokenPaging:
 
 @dataclass(frozen=True)
 class StartIndexPaging:
-    """``startIndex`` paging (style H, Opus due records): resend with the returned index until null."""
+    """
+    ``startIndex`` paging (style H, Opus due records): resend with the returned index until null.
+
+    An empty body is "no records" by default: the general status-code page says Opus answers
+    retrieve due records with 204 (endpoints.md §3, opus.md).
+    """
 
     index_param: str = "startIndex"
     item_keys: tuple[str, ...] = DEFAULT_ITEM_KEYS
+    empty_body_ok: bool = True
 
-    def items(self, body: Any) -> list[Any]:
-        return extract_items(body, self.item_keys)
+    def items(self, body: Any) -> list[Any] | None:
+        return find_items(body, self.item_keys)
 
     def next_request(self, body: Any, request: PageRequest, items: list[Any]) -> PageRequest | None:
         index = _field(body, self.index_param)
@@ -332,17 +449,134 @@ class StartIndexPaging:
         return replace(request, params=with_param(request.params, self.index_param, str(index)))
 
 
+def request_fingerprint(request: PageRequest) -> bytes:
+    """
+    A 16-byte digest of what a request asks for: method, URL, query and JSON body.
+
+    The form is canonicalised so that the same request written two ways matches: a query in the URL
+    or in ``params``, in any order; a leading ``/`` on an API path; JSON keys in any order. A digest,
+    not the request, is kept per page: links and tokens can be kilobytes long.
+    """
+    url, _, query = request.url.partition("?")
+    if not is_absolute(url):
+        url = url.lstrip("/")
+    params = sorted((*parse_qsl(query, keep_blank_values=True), *request.params))
+    canonical = json.dumps(
+        [request.method.upper(), url, params, request.json],
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.blake2b(canonical.encode(), digest_size=16).digest()
+
+
+def request_path(url: str) -> str:
+    """The path of a request, for messages: never the query, which may carry an opaque token."""
+    if is_absolute(url):
+        return urlsplit(url).path
+    return "/" + url.split("?", 1)[0].lstrip("/")
+
+
+class PageWalk:
+    """
+    One walk over a list endpoint, without I/O: the transport fetches, the walk reads each body.
+
+    Drive it with any transport, sync or async::
+
+        walk = PageWalk(style)
+        request = walk.first(request)
+        while request is not None:
+            items, request = walk.advance(request, fetch(request))
+
+    :param style: the endpoint's paging style.
+    :param max_empty_pages: raise after this many empty pages in a row that still name a next page.
+    """
+
+    def __init__(self, style: PagingStyle, *, max_empty_pages: int = DEFAULT_MAX_EMPTY_PAGES) -> None:
+        if max_empty_pages < 1:
+            raise ValueError("max_empty_pages must be at least 1")
+        self.style = style
+        self.max_empty_pages = max_empty_pages
+        self.page_number = 0  # pages read so far
+        self.num_results = 0  # records read so far
+        self.empty_run = 0  # empty pages in a row, each with a next page
+        self._seen: dict[bytes, int] = {}  # request fingerprint -> the page it fetched
+
+    def first(self, request: PageRequest) -> PageRequest:
+        """The first request, with the counters of styles that count pages put in."""
+        first: Callable[[PageRequest], PageRequest] | None = getattr(self.style, "first", None)
+        return first(request) if first else request
+
+    def advance(self, request: PageRequest, body: Any) -> tuple[list[Any], PageRequest | None]:
+        """
+        Read the body that ``request`` returned: its records and the next request (None at the end).
+
+        :raises AosApiError: the body is an error envelope, or holds no records in a known place.
+        :raises AosPaginationError: the next request repeats one of this walk, or
+            ``max_empty_pages`` empty pages in a row still name a next page.
+        """
+        number = self.page_number + 1
+        items = self._items(request, body, number)
+        following = None if body is None else self.style.next_request(body, request, items)
+        self._seen.setdefault(request_fingerprint(request), number)
+        if following is not None:
+            # Any repeat, not only of the last request: A -> B -> A loops as surely as A -> A, and
+            # each lap writes the same records again.
+            earlier = self._seen.get(request_fingerprint(following))
+            if earlier is not None:
+                raise AosPaginationError(
+                    f"{request_path(request.url)}: page {number + 1} would repeat the request of page "
+                    f"{earlier} (the API's next links go round in a cycle); stopping instead of looping "
+                    "forever and writing the same records again"
+                )
+            self.empty_run = 0 if items else self.empty_run + 1
+            if self.empty_run >= self.max_empty_pages:
+                raise AosPaginationError(
+                    f"{request_path(request.url)}: {self.empty_run} empty pages in a row with a next link "
+                    f"(pages {number - self.empty_run + 1} to {number}); stopping instead of following "
+                    "links without end (max_empty_pages)"
+                )
+        self.page_number = number
+        self.num_results += len(items)
+        return items, following
+
+    def _items(self, request: PageRequest, body: Any, number: int) -> list[Any]:
+        """The page's records, or an error naming the path, the page and the shape found."""
+        if body is None:
+            if getattr(self.style, "empty_body_ok", False):
+                return []
+            found = (
+                "an empty body (HTTP 204 or no content), which this endpoint's paging style does not allow"
+            )
+        elif (why := error_envelope(body)) is not None:
+            found = f"an error envelope despite HTTP 200 ({why}): {describe_shape(body)}"
+        else:
+            items = self.style.items(body)
+            if items is not None:
+                return items
+            found = (
+                f"no list of records in any documented place: {describe_shape(body)}; refusing to count "
+                "it as an empty page"
+            )
+        trace_id = _field(body, "traceId")  # meant to be quoted to AvePoint support
+        raise AosApiError(
+            method=request.method, path=request_path(request.url), status=200, error=f"page {number}: {found}",
+            trace_id=trace_id if isinstance(trace_id, str) and len(trace_id) <= 128 else None,
+        )  # fmt: skip
+
+
 class PageIterator:
     """
     Lazily walk the pages of a list endpoint; iterate it for items, or use :attr:`pages`.
 
     Only the page in hand is held. It can be iterated once (like google-api-core's iterators):
-    a second pass would silently repeat every request.
+    a second pass would silently repeat every request. The per-page logic is :class:`PageWalk`'s.
 
-    :param fetch: performs one request and returns the decoded JSON body.
+    :param fetch: performs one request and returns the decoded JSON body (None for an empty body).
     :param request: the first page's request.
     :param style: the endpoint's paging style.
     :param max_pages: stop after this many pages (None: until the API says the end).
+    :param max_empty_pages: raise after this many empty pages in a row that still name a next page.
     """
 
     def __init__(
@@ -352,15 +586,23 @@ class PageIterator:
         style: PagingStyle,
         *,
         max_pages: int | None = None,
+        max_empty_pages: int = DEFAULT_MAX_EMPTY_PAGES,
     ) -> None:
         self._fetch = fetch
-        self._style = style
         self._max_pages = max_pages
         self._started = False
-        first = getattr(style, "first", None)  # styles that count pages put their counters in
-        self.next_page_request: PageRequest | None = first(request) if first else request
-        self.page_number = 0
-        self.num_results = 0
+        self._walk_state = PageWalk(style, max_empty_pages=max_empty_pages)
+        self.next_page_request: PageRequest | None = self._walk_state.first(request)
+
+    @property
+    def page_number(self) -> int:
+        """Pages read so far."""
+        return self._walk_state.page_number
+
+    @property
+    def num_results(self) -> int:
+        """Records read so far."""
+        return self._walk_state.num_results
 
     def _start(self) -> None:
         if self._started:
@@ -373,17 +615,8 @@ class PageIterator:
                 return
             request = self.next_page_request
             body = self._fetch(request)
-            items = self._style.items(body)
-            following = self._style.next_request(body, request, items)
+            items, self.next_page_request = self._walk_state.advance(request, body)
             del body  # the page's items are all we keep
-            if following == request:
-                raise AosPaginationError(
-                    f"the API returned the same next page again after page {self.page_number + 1} "
-                    f"of {request.url.split('?', 1)[0]}; stopping instead of looping forever"
-                )
-            self.next_page_request = following
-            self.page_number += 1
-            self.num_results += len(items)
             yield Page(self.page_number, items, request)
 
     @property

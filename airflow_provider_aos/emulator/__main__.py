@@ -39,28 +39,111 @@ def _is_loopback(host: str) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     d = EmulatorConfig()
     p = argparse.ArgumentParser(
-        prog="aos-emulator", description="Local AOS identity service + Graph audit API emulator."
+        prog="aos-emulator",
+        description="Local AOS identity service + Graph audit API emulator. Prints one JSON ready line "
+        "(URLs and the demo credentials) on stdout once serving, then runs until SIGINT/SIGTERM.",
     )
-    p.add_argument("--host", default=d.host)
-    p.add_argument("--port", type=int, default=d.port, help="0 picks a free port")
-    p.add_argument("--allow-remote", action="store_true", help="permit a non-loopback --host")
-    p.add_argument("--records", type=int, default=d.records)
-    p.add_argument("--data-start", type=_datetime, default=d.data_start)
-    p.add_argument("--data-end", type=_datetime, default=d.data_end)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--page-size", type=int, default=d.page_size)
-    p.add_argument("--token-ttl", type=int, default=d.token_ttl)
-    p.add_argument("--latency", type=float, default=d.latency, help="seconds per request")
-    p.add_argument("--fault-rate", type=float, default=d.fault_rate)
-    p.add_argument("--fault-kinds", type=_fault_kinds, default=d.fault_kinds,
-                   help="comma list of 429,500,503,drop")  # fmt: skip
-    p.add_argument("--retry-after", type=int, default=d.retry_after)
-    p.add_argument("--no-discovery", dest="discovery", action="store_false")
-    p.add_argument("--client-id", default=d.client_id)
-    p.add_argument("--client-secret", default=d.client_secret)
-    p.add_argument("--verbose", action="store_true")
-    p.add_argument("--ready-file", help="also write the ready JSON to this path")
-    return p
+    p.add_argument(
+        "--host",
+        default=d.host,
+        help="interface to bind (default: %(default)s); a non-loopback one needs --allow-remote",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=d.port,
+        help="TCP port to listen on; 0 picks a free one, read it from the ready line (default: %(default)s)",
+    )
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="permit a non-loopback --host, exposing the well-known fake credentials to the network",
+    )
+    p.add_argument(
+        "--records",
+        type=int,
+        default=d.records,
+        help="number of seeded audit records, spread over [--data-start, --data-end) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--data-start",
+        type=_datetime,
+        default=d.data_start,
+        help="ISO 8601 time of the first possible record; no zone means UTC (default: %(default)s)",
+    )
+    p.add_argument(
+        "--data-end",
+        type=_datetime,
+        default=d.data_end,
+        help="ISO 8601 end (exclusive) of the seeded records; no zone means UTC (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="random seed that makes the records and the random faults reproducible (default: %(default)s)",
+    )
+    p.add_argument(
+        "--page-size",
+        type=int,
+        default=d.page_size,
+        help="audit records per page of GET /aos/audit (default: %(default)s)",
+    )
+    p.add_argument(
+        "--token-ttl",
+        type=int,
+        default=d.token_ttl,
+        help="expires_in of the access tokens handed out, in seconds (default: %(default)s)",
+    )
+    p.add_argument(
+        "--latency",
+        type=float,
+        default=d.latency,
+        help="seconds slept before answering each identity or Graph request, to mimic a remote API (default: %(default)s)",
+    )
+    p.add_argument(
+        "--fault-rate",
+        type=float,
+        default=d.fault_rate,
+        help="probability (0 to 1) that a Graph request gets a random fault from --fault-kinds "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--fault-kinds",
+        type=_fault_kinds,
+        default=d.fault_kinds,
+        help="comma list of the random faults to draw from: 429, 500, 503, drop "
+        f"(default: {','.join(d.fault_kinds)})",
+    )
+    p.add_argument(
+        "--retry-after",
+        type=int,
+        default=d.retry_after,
+        help="Retry-After seconds sent with 429 and 503 faults (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-discovery",
+        dest="discovery",
+        action="store_false",
+        help="make OpenID discovery answer 404, so clients must fall back to /connect/token",
+    )
+    p.add_argument(
+        "--client-id",
+        default=d.client_id,
+        help="client ID of the default app registration, granted every scope (default: %(default)s)",
+    )
+    # The default secret is fake by design, but --help is no place to print a secret.
+    p.add_argument(
+        "--client-secret",
+        default=d.client_secret,
+        help="client secret of the default app registration (default: the built-in demo secret)",
+    )
+    p.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
+    p.add_argument(
+        "--ready-file",
+        help="also write the ready JSON line to this path, atomically (for callers that cannot read stdout)",
+    )
+    return p  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -242,3 +242,29 @@ def test_cli_prints_ready_line_and_exits_cleanly(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=10)
     assert code == 0
+
+
+def test_cli_help_explains_every_flag() -> None:
+    """``aos-emulator --help`` gives every option a sentence, as the running CLI prints it."""
+    import argparse
+
+    from airflow_provider_aos.emulator.__main__ import build_parser
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow_provider_aos.emulator", "--help"],
+        capture_output=True, text=True, env=env, timeout=60, check=True,
+    )  # fmt: skip
+    # argparse wraps lines (even inside "--data-start"), so compare without any whitespace.
+    printed = "".join(result.stdout.split())
+    options = [a for a in build_parser()._actions if not isinstance(a, argparse._HelpAction)]
+    assert options
+    undocumented = [a.option_strings[0] for a in options if not (a.help or "").strip()]
+    assert undocumented == []
+    for action in options:
+        assert action.option_strings[0] in result.stdout
+        expanded = (action.help or "") % {**vars(action), "prog": "aos-emulator"}
+        assert "".join(expanded.split()) in printed, action.option_strings[0]

@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from airflow_provider_aos.config import AosConnectionConfig
-from airflow_provider_aos.exceptions import AosPaginationError
+from airflow_provider_aos.exceptions import AosApiError, AosPaginationError
 from airflow_provider_aos.hooks.aos import AosHook
 from airflow_provider_aos.pagination import (
     BodyTokenPaging,
@@ -20,9 +20,11 @@ from airflow_provider_aos.pagination import (
     PageIndexPaging,
     PageIterator,
     PageRequest,
+    PageWalk,
     StartIndexPaging,
     TopSkipPaging,
     extract_items,
+    request_fingerprint,
     to_params,
     with_param,
 )
@@ -438,7 +440,7 @@ def test_a_next_request_equal_to_the_current_one_raises(style: Any, body: dict) 
     api = FakeApi(lambda request, n: body)
     iterator = PageIterator(api, PageRequest("aos/audit"), style, max_pages=50)
 
-    with pytest.raises(AosPaginationError, match="same next page"):
+    with pytest.raises(AosPaginationError, match="page 3 would repeat the request of page 2"):
         list(iterator)
     assert len(api.requests) == 2
 
@@ -497,6 +499,230 @@ def test_pages_are_fetched_lazily() -> None:
     assert len(api.requests) == 1
     assert next(stream) == 2
     assert len(api.requests) == 2
+
+
+# -- page shapes: no silent record loss (issue 5, item 2) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"data": [1, 2], "nextLink": None}, [1, 2]),  # audit
+        ([1, 2], [1, 2]),  # bare list
+        ({"value": [1, 2]}, [1, 2]),  # Elements legacy OData
+        ({"values": [1, 2], "status": 200, "message": "", "nextLink": None}, [1, 2]),  # Insights
+        ({"results": [1, 2]}, [1, 2]),  # Insights variant
+        ({"status": 200, "message": "", "jobs": [1, 2], "nextLink": None}, [1, 2]),  # Google
+        ({"startIndex": None, "statusCode": 200, "queriedItems": [1, 2]}, [1, 2]),  # Opus
+        ({"data": [1, 2], "metadata": {"pageIndex": 1, "pageSize": 50, "totalCount": 2}}, [1, 2]),  # Elements v3
+        ({"statusCode": 200, "message": "", "errors": [], "data": [1, 2], "metadata": {"nextLink": ""}}, [1, 2]),
+        ({"data": [1, 2], "traceId": "t", "errorMessage": "", "statusCode": 200, "nextLink": None}, [1, 2]),  # DMSO
+        ({"statusCode": 200, "data": {"totalCount": 2, "jobs": [1, 2], "nextLink": ""}}, [1, 2]),  # D365/SF
+        ({"statusCode": 200, "data": {"data": [1, 2]}}, [1, 2]),  # M365 unusual activities: data.data
+        ({"isSuccess": True, "success": True, "data": [1, 2]}, [1, 2]),
+        ({"data": [], "nextLink": None}, []),  # an empty page is fine
+        ({"data": None, "nextLink": None}, []),  # a known key, explicitly null: none
+        ({"data": {"jobs": None, "totalCount": 0}}, []),
+    ],
+    ids=[
+        "audit", "bare-list", "value", "insights", "results", "google", "opus", "elements-v3",
+        "m365-metadata", "dmso", "data.jobs", "data.data", "success-flags", "empty-list", "data-null",
+        "data.jobs-null",
+    ],
+)  # fmt: skip
+def test_documented_page_shapes_are_read(body: Any, expected: list[Any]) -> None:
+    api = scripted(body)
+
+    assert list(PageIterator(api, PageRequest("aos/audit"), NextLinkPaging())) == expected
+
+
+def audit_then(body: Any) -> FakeApi:
+    """Audit whose first page is fine and whose second page (reached by a link) is ``body``."""
+    link = f"{API}/aos/audit?startTime=2026-10-01&skipToken=SECRET-TOKEN"
+    return scripted({"data": [1], "nextLink": link}, body)
+
+
+@pytest.mark.parametrize(
+    ("body", "found"),
+    [
+        ({"data": {"actionName": "login", "actionUser": "who@example.com"}, "nextLink": None},
+         "data: object with keys actionName, actionUser"),
+        ({"data": {"totalCount": 3, "nextLink": ""}}, "data: object with keys totalCount, nextLink"),
+        ({"records": ["who@example.com"], "nextLink": None}, "records: array"),
+        ({"message": "who@example.com"}, "message: string"),
+        ({}, "an object {}"),
+        ("who@example.com", "a JSON string"),
+        (42, "a JSON number"),
+    ],
+    ids=["data-object", "data-paging-only", "unknown-key", "message-only", "empty-object", "string", "number"],
+)  # fmt: skip
+def test_a_page_without_records_in_a_known_place_raises(body: Any, found: str) -> None:
+    """Silent record loss: an unknown shape must fail the walk, not count as an empty page."""
+    with pytest.raises(AosApiError) as exc_info:
+        list(PageIterator(audit_then(body), PageRequest("aos/audit"), NextLinkPaging()))
+
+    error = exc_info.value
+    message = str(error)
+    assert (error.method, error.path, error.status) == ("GET", "/aos/audit", 200)
+    assert "page 2" in message
+    assert found in message
+    assert "who@example.com" not in message  # keys and types only, never values
+    assert "SECRET-TOKEN" not in message  # the path, not the query
+    assert "startTime" not in message
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ({"status": 500, "errorMessage": "who@example.com"}, "status 500"),
+        ({"statusCode": 400, "error": "who@example.com", "traceId": "trace-1"}, "statusCode 400"),
+        ({"statusCode": "500", "data": [1]}, "statusCode 500"),  # records beside an error: still an error
+        ({"isSuccess": False, "data": [], "errorMsg": "who@example.com"}, "isSuccess false"),
+        ({"success": False, "values": [1], "message": "who@example.com"}, "success false"),
+    ],
+    ids=[
+        "status-500",
+        "statusCode-400",
+        "statusCode-string-with-records",
+        "isSuccess-false",
+        "success-false",
+    ],
+)
+def test_an_error_envelope_in_a_200_raises(body: dict[str, Any], why: str) -> None:
+    with pytest.raises(AosApiError) as exc_info:
+        list(PageIterator(audit_then(body), PageRequest("aos/audit"), NextLinkPaging()))
+
+    error = exc_info.value
+    message = str(error)
+    assert (error.path, error.status) == ("/aos/audit", 200)
+    assert "page 2: an error envelope" in message
+    assert why in message
+    assert "who@example.com" not in message
+    assert error.trace_id == body.get("traceId")
+
+
+def test_an_empty_body_is_an_error_unless_the_style_allows_it() -> None:
+    """None is what the hook returns for a 204 / empty body."""
+    with pytest.raises(AosApiError, match="page 1: an empty body"):
+        list(PageIterator(scripted(None), PageRequest("aos/audit"), NextLinkPaging()))
+
+    assert (
+        list(PageIterator(scripted(None), PageRequest("aos/audit"), NextLinkPaging(empty_body_ok=True))) == []
+    )
+
+
+def test_opus_due_records_204_is_no_records() -> None:
+    """Style H allows an empty body by default: Opus may answer due records with 204 (opus.md)."""
+    api = scripted({"queriedItems": ["r1"], "startIndex": "1"}, None)
+    first = PageRequest("records/connector/records", params=(("itemsPerPage", "1"),))
+    iterator = PageIterator(api, first, StartIndexPaging())
+
+    assert list(iterator) == ["r1"]
+    assert (iterator.page_number, iterator.num_results, iterator.next_page_request) == (2, 1, None)
+
+
+# -- cycles and endless empty pages (issue 5, item 3) -------------------------------------------
+
+
+def test_a_link_cycle_over_two_pages_raises() -> None:
+    """A -> B -> A: only an immediate repeat used to be caught, so this looped forever."""
+    api = scripted(
+        {"data": [1], "nextLink": f"{API}/aos/audit?skipToken=A"},
+        {"data": [2], "nextLink": f"{API}/aos/audit?skipToken=B"},
+        {"data": [3], "nextLink": f"{API}/aos/audit?skipToken=A"},
+        *({"data": [9], "nextLink": None} for _ in range(50)),
+    )
+    iterator = PageIterator(api, PageRequest("aos/audit"), NextLinkPaging(), max_pages=50)
+
+    with pytest.raises(AosPaginationError, match=r"page 4 would repeat the request of page 2"):
+        list(iterator)
+    assert len(api.requests) == 3
+
+
+def test_a_link_back_to_the_first_request_raises() -> None:
+    """The first request (path + params) and a link to it (URL with query) are the same request."""
+    api = scripted(
+        {"data": [1], "nextLink": "/dynamicsbackup/jobs?pageIndex=2&pageSize=1"},
+        {"data": [2], "nextLink": "/dynamicsbackup/jobs?pageSize=1&pageIndex=1"},
+        *({"data": [9], "nextLink": None} for _ in range(50)),
+    )
+    first = PageRequest("dynamicsbackup/jobs")
+    style = PageIndexPaging(page_size=1, service_prefix="/dynamicsbackup")
+
+    with pytest.raises(AosPaginationError, match=r"page 3 would repeat the request of page 1"):
+        list(PageIterator(api, first, style, max_pages=50))
+    assert len(api.requests) == 2
+
+
+def test_a_token_cycle_in_a_post_body_raises() -> None:
+    api = FakeApi(lambda request, n: {"data": [n], "nextLink": f"tok-{n % 3}"})
+    first = PageRequest("insights/sites/overview", method="POST", json={"pageSize": 1, "riskLevel": [3]})
+
+    with pytest.raises(AosPaginationError, match="would repeat the request of page"):
+        list(PageIterator(api, first, BodyTokenPaging(), max_pages=50))
+    assert len(api.requests) == 4  # tok-1, tok-2, tok-0, then tok-1 again
+
+
+def endless_empty_pages() -> FakeApi:
+    return FakeApi(lambda request, n: {"data": [], "nextLink": f"{API}/aos/audit?skipToken=t{n}"})
+
+
+def test_endless_empty_pages_with_new_links_stop_after_the_default_run() -> None:
+    api = endless_empty_pages()
+
+    with pytest.raises(AosPaginationError, match="10 empty pages in a row"):
+        list(PageIterator(api, PageRequest("aos/audit"), NextLinkPaging(), max_pages=100))
+    assert len(api.requests) == 10
+
+
+def test_the_empty_page_run_is_configurable_and_resets_on_records() -> None:
+    api = FakeApi(
+        lambda request, n: {"data": [n] if n % 3 == 0 else [], "nextLink": f"t{n}" if n < 30 else None}
+    )
+
+    assert list(PageIterator(api, PageRequest("aos/audit"), NextLinkPaging(), max_empty_pages=3)) == list(
+        range(3, 31, 3)
+    )
+    with pytest.raises(AosPaginationError, match="3 empty pages in a row"):
+        list(
+            PageIterator(endless_empty_pages(), PageRequest("aos/audit"), NextLinkPaging(), max_empty_pages=3)
+        )
+
+
+def test_a_single_trailing_empty_page_is_fine() -> None:
+    """AOS scan jobs may end on an empty page (backup-jobs.md §8)."""
+    api = scripted(
+        {"jobs": [1, 2], "nextLink": f"{API}/aos/jobs?top=2&skip=2"}, {"jobs": [], "nextLink": None}
+    )
+
+    assert list(PageIterator(api, PageRequest("aos/jobs"), TopSkipPaging(top=2))) == [1, 2]
+
+
+def test_page_walk_is_driven_without_a_transport() -> None:
+    """The sans-I/O core a sync or an async transport drives: body in, records and next request out."""
+    walk = PageWalk(PageIndexPaging(first_index=0, page_size=2))
+    request: PageRequest | None = walk.first(PageRequest("jobs"))
+    bodies = iter([{"data": [1, 2]}, {"data": [3]}])
+    records: list[Any] = []
+    while request is not None:
+        items, request = walk.advance(request, next(bodies))
+        records.extend(items)
+
+    assert records == [1, 2, 3]
+    assert (walk.page_number, walk.num_results) == (2, 3)
+
+
+def test_request_fingerprints_ignore_form_but_not_content() -> None:
+    by_params = PageRequest("aos/audit", params=(("b", "2"), ("a", "1")))
+
+    assert request_fingerprint(by_params) == request_fingerprint(PageRequest("/aos/audit?a=1&b=2"))
+    assert request_fingerprint(by_params) != request_fingerprint(PageRequest("aos/audit?a=1&b=3"))
+    assert request_fingerprint(PageRequest("x", method="POST", json={"a": 1, "b": 2})) == request_fingerprint(
+        PageRequest("x", method="POST", json={"b": 2, "a": 1})
+    )
+    assert request_fingerprint(PageRequest("x", method="POST", json={"a": 1})) != request_fingerprint(
+        PageRequest("x", method="POST", json={"a": 2})
+    )
 
 
 # -- helpers -----------------------------------------------------------------------------------
