@@ -1,17 +1,16 @@
-"""HTTP front of the emulator: identity service, Graph `/aos/audit` and admin endpoints on one port.
+"""HTTP front of the emulator: identity service, Graph routes and admin endpoints on one port.
 
-Layout under ``root_url``: ``/identity`` (discovery, ``/connect/token``), ``/graph``
-(``/aos/audit``) and ``/_emulator`` (admin, for subprocess users). Standard library only, besides
-PyJWT and cryptography in identity.py, so it starts fast and never imports Airflow.
+Layout under ``root_url``: ``/identity`` (discovery, ``/connect/token``), ``/graph`` (the routes of
+the service modules: audit.py) and ``/_emulator`` (admin, for subprocess users). This module owns
+the routing table, the bearer-token and scope check, faults, latency and counters; the service
+modules only turn a parsed request into an answer. Standard library only, besides PyJWT and
+cryptography in identity.py, so it starts fast and never imports Airflow.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import random
@@ -23,24 +22,25 @@ import traceback
 import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
+from .audit import AUDIT_SCOPE, MAX_WINDOW, AuditQuery, AuditService, canonical_values, parse_audit_query
+from .config import RANDOM_FAULT_KINDS, RUNTIME_SETTINGS, EmulatorConfig, validated_settings
 from .data import GEO_LOCATIONS, PRODUCT_TYPES, AuditData, AuditFilter, to_epoch_us, to_utc
 from .identity import ALL_SCOPES, IdentityService, TokenError, make_client
+from .routing import Reply, Request, Route
 
-AUDIT_SCOPE = "audit.read.all"
-MAX_WINDOW = timedelta(days=7)
-RANDOM_FAULT_KINDS: tuple[str, ...] = ("429", "500", "503", "drop")
+__all__ = [
+    "AUDIT_SCOPE", "FAULT_TARGETS", "INJECTABLE_FAULTS", "MAX_WINDOW", "RANDOM_FAULT_KINDS",
+    "RUNTIME_SETTINGS", "STAT_KEYS", "AosEmulator", "AuditQuery", "EmulatorConfig", "iso_utc",
+    "parse_audit_query",
+]  # fmt: skip
+
 INJECTABLE_FAULTS: frozenset[str] = frozenset({"429", "500", "503", "400", "401", "drop", "ok"})
 FAULT_TARGETS: tuple[str, ...] = ("token", "audit")
-RUNTIME_SETTINGS: frozenset[str] = frozenset(
-    {"latency", "fault_rate", "fault_kinds", "retry_after", "token_ttl", "page_size", "discovery"}
-)
 STAT_KEYS: tuple[str, ...] = (
     "discovery", "token", "token_error", "audit", "audit_error", "unauthorized", "forbidden",
     "fault_429", "fault_500", "fault_503", "fault_drop", "requests",
@@ -49,141 +49,8 @@ STAT_KEYS: tuple[str, ...] = (
 _JSON = "application/json; charset=utf-8"
 
 
-@dataclass
-class EmulatorConfig:
-    """Settings of one emulator; the runtime ones can later be changed with ``configure()``.
-
-    :param host: interface to bind; loopback unless you mean to expose fake credentials.
-    :param port: TCP port; 0 picks a free one (read it back from ``root_url``).
-    :param records: number of seeded audit records, spread over [data_start, data_end).
-    :param data_start: time of the first possible record (naive = UTC).
-    :param data_end: end (exclusive) of the seeded records (naive = UTC).
-    :param seed: makes records and random faults reproducible.
-    :param page_size: audit records per page.
-    :param token_ttl: ``expires_in`` of minted tokens, in seconds.
-    :param latency: seconds slept before answering each identity/Graph request.
-    :param fault_rate: probability that a Graph request gets a random fault.
-    :param fault_kinds: faults drawn at random: any of "429", "500", "503", "drop".
-    :param retry_after: ``Retry-After`` seconds sent with 429 and 503.
-    :param discovery: False makes discovery answer 404, forcing the ``/connect/token`` fallback.
-    :param client_id: the default client, registered with every scope.
-    :param client_secret: the default client's secret.
-    :param verbose: log one line per request to stderr.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 0  # 0 = pick a free port
-    records: int = 50_000  # number of seeded audit records
-    data_start: datetime = datetime(2026, 10, 1, tzinfo=UTC)
-    data_end: datetime = datetime(2026, 12, 1, tzinfo=UTC)
-    seed: int = 42
-    page_size: int = 1000  # audit records per page
-    token_ttl: int = 3600  # expires_in of minted tokens, seconds
-    latency: float = 0.0  # seconds slept before answering each (non-admin) request
-    fault_rate: float = 0.0  # probability that a Graph request gets a random fault
-    fault_kinds: tuple[str, ...] = RANDOM_FAULT_KINDS
-    retry_after: int = 1  # Retry-After seconds sent with 429 and 503
-    discovery: bool = True  # False: discovery answers 404 (clients must fall back)
-    client_id: str = "aos-demo-client"
-    client_secret: str = "demo-secret-not-for-production"  # noqa: S105 - fake by design
-    verbose: bool = False
-
-
 def iso_utc(value: datetime) -> str:
     return to_utc(value).isoformat().replace("+00:00", "Z")
-
-
-def _validated_settings(changes: Mapping[str, object]) -> dict[str, Any]:
-    """Type-check and normalise runtime settings (they may come from admin JSON)."""
-    unknown = set(changes) - RUNTIME_SETTINGS
-    if unknown:
-        raise ValueError(f"not a runtime setting: {', '.join(sorted(unknown))}")
-    out: dict[str, Any] = {}
-    for key, value in changes.items():
-        if key == "discovery":
-            if not isinstance(value, bool):
-                raise ValueError("discovery must be a boolean")
-            out[key] = value
-        elif key == "fault_kinds":
-            if isinstance(value, str) or not isinstance(value, Iterable):
-                raise ValueError("fault_kinds must be a list")
-            kinds = tuple(str(k).lower() for k in value)
-            bad = [k for k in kinds if k not in RANDOM_FAULT_KINDS]
-            if bad or not kinds:
-                raise ValueError(f"fault_kinds must be a non-empty subset of {RANDOM_FAULT_KINDS}")
-            out[key] = kinds
-        elif isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{key} must be a number")
-        elif key in ("latency", "fault_rate"):
-            if not 0 <= value <= (1 if key == "fault_rate" else 3600):
-                raise ValueError(f"{key} out of range")
-            out[key] = float(value)
-        else:  # retry_after, token_ttl, page_size: whole numbers
-            if not float(value).is_integer() or value < (1 if key == "page_size" else 0):
-                raise ValueError(f"{key} must be a non-negative integer (page_size >= 1)")
-            out[key] = int(value)
-    return out
-
-
-def _canonical_values(name: str, raw: Iterable[str] | None, allowed: Iterable[str]) -> tuple[str, ...] | None:
-    """Filter values from repeated and/or comma-separated params, case-insensitively canonical."""
-    if raw is None:
-        return None
-    if isinstance(raw, str):  # a lone string from Python callers, not a list of characters
-        raw = [raw]
-    table = {a.lower(): a for a in allowed}
-    out: list[str] = []
-    for chunk in raw:
-        for item in (part.strip() for part in chunk.split(",")):
-            if not item:
-                continue
-            canonical = table.get(item.lower())
-            if canonical is None:
-                raise ValueError(f"unknown {name} value {item!r}")
-            if canonical not in out:
-                out.append(canonical)
-    return tuple(out) or None
-
-
-def _parse_time(name: str, value: str | None) -> datetime:
-    if value is None or not value.strip():
-        raise ValueError(f"{name} is required")
-    try:
-        return to_utc(datetime.fromisoformat(value.strip()))
-    except ValueError:
-        raise ValueError(f"{name} is not a valid ISO 8601 date-time: {value!r}") from None
-
-
-@dataclass(frozen=True)
-class AuditQuery:
-    start_raw: str
-    end_raw: str
-    start_us: int
-    end_us: int
-    products: tuple[str, ...] | None
-    geos: tuple[str, ...] | None
-    skip_token: str | None
-
-
-def parse_audit_query(params: Mapping[str, list[str]], *, enforce_limit: bool) -> AuditQuery:
-    """Validate `/aos/audit` parameters (names already lower-cased); ValueError = 400 message."""
-    start_raw = params.get("starttime", [None])[0]
-    end_raw = params.get("endtime", [None])[0]
-    start = _parse_time("startTime", start_raw)
-    end = _parse_time("endTime", end_raw)
-    if end < start:
-        raise ValueError("endTime must not be earlier than startTime")
-    if enforce_limit and end - start > MAX_WINDOW:
-        raise ValueError("The time range between startTime and endTime cannot exceed 7 days.")
-    return AuditQuery(
-        start_raw=start_raw or "",  # never empty here: _parse_time rejected a missing value
-        end_raw=end_raw or "",
-        start_us=to_epoch_us(start),
-        end_us=to_epoch_us(end),
-        products=_canonical_values("productTypes", params.get("producttypes"), PRODUCT_TYPES),
-        geos=_canonical_values("geoLocations", params.get("geolocations"), GEO_LOCATIONS),
-        skip_token=params.get("skiptoken", [None])[0],
-    )
 
 
 def _query_params(query: str) -> dict[str, list[str]]:
@@ -207,11 +74,13 @@ class AosEmulator:
             cfg,
             data_start=to_utc(cfg.data_start),
             data_end=to_utc(cfg.data_end),
-            **_validated_settings({k: getattr(cfg, k) for k in RUNTIME_SETTINGS}),
+            **validated_settings({k: getattr(cfg, k) for k in RUNTIME_SETTINGS}),
         )
         self._config = cfg
         self._lock = threading.Lock()
         self._data = AuditData(cfg.seed, cfg.records, cfg.data_start, cfg.data_end)
+        self._audit = AuditService(self._data)
+        self._routes: list[Route] = [*self._audit.routes()]
         self._identity = IdentityService()
         self._stats = dict.fromkeys(STAT_KEYS, 0)
         self._faults: dict[str, deque[str]] = {k: deque() for k in FAULT_TARGETS}
@@ -340,7 +209,7 @@ class AosEmulator:
     def configure(self, **changes: object) -> None:
         """Change runtime settings: latency, fault_rate, fault_kinds, retry_after, token_ttl,
         page_size, discovery. Requests in flight keep the settings they started with."""
-        settings = _validated_settings(changes)
+        settings = validated_settings(changes)
         with self._lock:
             self._config = dataclasses.replace(self._config, **settings)
 
@@ -396,8 +265,8 @@ class AosEmulator:
         geo_locations: Iterable[str] | None,
         end_inclusive: bool,
     ) -> tuple[int, int, AuditFilter | None]:
-        products = _canonical_values("productTypes", product_types, PRODUCT_TYPES)
-        geos = _canonical_values("geoLocations", geo_locations, GEO_LOCATIONS)
+        products = canonical_values("productTypes", product_types, PRODUCT_TYPES)
+        geos = canonical_values("geoLocations", geo_locations, GEO_LOCATIONS)
         lo, hi = self._data.index_range(to_epoch_us(start), to_epoch_us(end), end_inclusive=end_inclusive)
         return lo, hi, AuditFilter.build(products, geos)
 
@@ -439,59 +308,31 @@ class AosEmulator:
             for key in keys:
                 self._stats[key] += 1
 
-    def _next_fault(self, kind: str, *, allow_random: bool) -> str | None:
-        """Injected faults first, in order; then a random one at `fault_rate` (Graph only)."""
+    def _next_fault(self, *kinds: str, allow_random: bool) -> str | None:
+        """Injected faults first (the first of `kinds` with a queued one); then a random one at
+        `fault_rate` (Graph only)."""
         with self._lock:
-            queue = self._faults[kind]
-            if queue:
-                fault = queue.popleft()
-                return None if fault == "ok" else fault
+            for kind in kinds:
+                queue = self._faults[kind]
+                if queue:
+                    fault = queue.popleft()
+                    return None if fault == "ok" else fault
             cfg = self._config
             if allow_random and cfg.fault_rate > 0 and self._rng.random() < cfg.fault_rate:
                 return self._rng.choice(cfg.fault_kinds)
         return None
 
-    def _skip_fingerprint(self, q: AuditQuery) -> str:
-        # Binds a skipToken to its query and data set, so a token reused elsewhere is rejected.
-        cfg = self._config
-        key = f"{cfg.seed}|{cfg.records}|{q.start_us}|{q.end_us}|{q.products}|{q.geos}"
-        return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
-
-    def _encode_skip(self, q: AuditQuery, index: int) -> str:
-        raw = json.dumps({"i": index, "q": self._skip_fingerprint(q)}, separators=(",", ":"))
-        return base64.urlsafe_b64encode(raw.encode()).rstrip(b"=").decode()
-
-    def _decode_skip(self, q: AuditQuery, token: str, lo: int, hi: int) -> int:
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            payload = json.loads(raw)
-        except (binascii.Error, ValueError):
-            raise ValueError("invalid skipToken") from None
-        index = payload.get("i") if isinstance(payload, dict) else None
-        if (
-            not isinstance(index, int)
-            or isinstance(index, bool)
-            or payload.get("q") != self._skip_fingerprint(q)
-            or not lo <= index < hi
-        ):
-            raise ValueError("invalid skipToken")
-        return index
-
-    def _audit_page(self, q: AuditQuery) -> dict[str, object]:
-        """One page of `/aos/audit`: the window is inclusive at both ends, by design."""
-        lo, hi = self._data.index_range(q.start_us, q.end_us, end_inclusive=True)
-        flt = AuditFilter.build(q.products, q.geos)
-        first = lo if q.skip_token is None else self._decode_skip(q, q.skip_token, lo, hi)
-        records, following = self._data.page(first, hi, self._config.page_size, flt)
-        next_link = None
-        if following is not None:
-            pairs = [("startTime", q.start_raw), ("endTime", q.end_raw)]
-            pairs += [("productTypes", p) for p in q.products or ()]
-            pairs += [("geoLocations", g) for g in q.geos or ()]
-            pairs.append(("skipToken", self._encode_skip(q, following)))
-            # Absolute URL on the configured host, never the request's Host header.
-            next_link = f"{self.graph_url}/aos/audit?" + urlencode(pairs, quote_via=quote, safe=":")
-        return {"nextLink": next_link, "data": records}
+    def _match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], Route | None]:
+        """(route, its path arguments, a route of that path for another method: 405)."""
+        other = None
+        for route in self._routes:
+            m = route.pattern.fullmatch(path)
+            if m is None:
+                continue
+            if route.method == method:
+                return route, {k: unquote(v) for k, v in m.groupdict().items()}, None
+            other = other or route
+        return None, {}, other
 
     def _track(self, conn: socket.socket, add: bool) -> None:
         with self._lock:
@@ -573,10 +414,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._discovery(cfg.discovery)
             elif path == "/identity/connect/token":
                 self._token(method, body)
-            elif path == "/graph/aos/audit":
-                self._audit(method, url.query)
             elif path.startswith("/graph/"):
-                self._error(404, f"no such Graph resource: {path[len('/graph') :]}")
+                self._graph(method, path[len("/graph") :], url.query, body, cfg)
             else:
                 self._json(404, {"error": "not found"})
         except (BrokenPipeError, ConnectionResetError):
@@ -612,30 +451,40 @@ class _Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
 
-    def _fault(self, target: str, fault: str) -> None:
-        """Answer with a forced fault; 400/401 take the shape of the endpoint's own errors."""
+    def _reply(self, reply: Reply) -> None:
+        self._json(reply.status, reply.payload, reply.headers)
+
+    def _fault(self, target: str, fault: str, route: Route | None = None) -> None:
+        """Answer with a forced fault, in the error shape of the endpoint (`route`; None = token)."""
         emu, retry = self.emu, {"Retry-After": str(self.emu.config.retry_after)}
         if fault == "drop":
             emu._bump("fault_drop")
             self._drop()
-        elif fault in ("429", "503"):
-            emu._bump(f"fault_{fault}")
-            text = "Too many requests" if fault == "429" else "Service unavailable"
-            self._error(int(fault), f"{text} (emulated fault)", retry)
-        elif fault == "500":
-            emu._bump("fault_500")
-            self._error(500, "Internal server error (emulated fault)")
-        elif target == "token":
-            unauthorized = fault == "401"
-            emu._bump("token_error", *(("unauthorized",) if unauthorized else ()))
-            error = "invalid_client" if unauthorized else "invalid_request"
-            self._json(int(fault), TokenError(error, "emulated fault").body())
-        elif fault == "401":
-            emu._bump("unauthorized")
-            self._error(401, "Unauthorized (emulated fault)", _BEARER_CHALLENGE)
+        elif route is None:
+            if fault in ("429", "503"):
+                emu._bump(f"fault_{fault}")
+                text = "Too many requests" if fault == "429" else "Service unavailable"
+                self._error(int(fault), f"{text} (emulated fault)", retry)
+            elif fault == "500":
+                emu._bump("fault_500")
+                self._error(500, "Internal server error (emulated fault)")
+            else:
+                unauthorized = fault == "401"
+                emu._bump("token_error", *(("unauthorized",) if unauthorized else ()))
+                error = "invalid_client" if unauthorized else "invalid_request"
+                self._json(int(fault), TokenError(error, "emulated fault").body())
         else:
-            emu._bump("audit_error")
-            self._error(400, "Bad request (emulated fault)")
+            text, headers, stat = {
+                "429": ("Too many requests", retry, "fault_429"),
+                "503": ("Service unavailable", retry, "fault_503"),
+                "500": ("Internal server error", {}, "fault_500"),
+                "401": ("Unauthorized", _BEARER_CHALLENGE, "unauthorized"),
+                "400": ("Bad request", {}, route.error_stat),
+            }[fault]
+            emu._bump(stat)
+            reply = route.error(int(fault), f"{text} (emulated fault)", ())
+            reply.headers.update(headers)
+            self._reply(reply)
 
     # -- identity --------------------------------------------------------------------------
 
@@ -692,33 +541,42 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- Graph -----------------------------------------------------------------------------
 
-    def _audit(self, method: str, query: str) -> None:
+    def _graph(self, method: str, path: str, query: str, body: bytes, cfg: EmulatorConfig) -> None:
+        """Route a Graph request: method, bearer token, scope, fault, then the service's handler."""
         emu = self.emu
-        if method != "GET":
-            self._error(405, f"{method} is not supported on /aos/audit")
+        route, args, allowed = emu._match(method, path)
+        if route is None:
+            if allowed is None:
+                self._error(404, f"no such Graph resource: {path}")
+            else:
+                self._reply(allowed.error(405, f"{method} is not supported on {path}", ()))
             return
         scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
         info = emu._identity.lookup(token.strip()) if scheme.lower() == "bearer" else None
         if info is None:
             emu._bump("unauthorized")
-            self._error(401, "Unauthorized: missing, invalid or expired token", _BEARER_CHALLENGE)
+            reply = route.error(401, "Unauthorized: missing, invalid or expired token", ())
+            reply.headers.update(_BEARER_CHALLENGE)
+            self._reply(reply)
             return
-        if AUDIT_SCOPE not in info.scopes:
+        if route.scope.lower() not in info.scopes:
             emu._bump("forbidden")
-            self._error(403, f"Forbidden: the token lacks scope {AUDIT_SCOPE}")
+            self._reply(route.error(403, f"Forbidden: the token lacks scope {route.scope}", ()))
             return
-        fault = emu._next_fault("audit", allow_random=True)
+        fault = emu._next_fault(route.name, *route.faults, allow_random=True)
         if fault is not None:
-            self._fault("audit", fault)
+            self._fault(route.name, fault, route)
             return
-        try:
-            page = emu._audit_page(parse_audit_query(_query_params(query), enforce_limit=True))
-        except ValueError as exc:
-            emu._bump("audit_error")
-            self._error(400, str(exc))
-            return
-        emu._bump("audit")
-        self._json(200, page)
+        request = Request(
+            method=method, path=path, params=_query_params(query), body=body, path_args=args,
+            config=emu.config, graph_url=emu.graph_url, now=time.time(),
+        )  # fmt: skip
+        reply = route.handler(request)
+        if reply.stat is not None:
+            emu._bump(reply.stat)
+        elif 200 <= reply.status < 300:
+            emu._bump(route.name)
+        self._reply(reply)
 
     # -- admin -----------------------------------------------------------------------------
 
@@ -731,12 +589,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(200, emu.stats())
                 return
             if route == ("GET", "/audit/count"):
-                params = _query_params(query)
-                q = parse_audit_query(params, enforce_limit=False)
-                inclusive = params.get("endinclusive", ["false"])[0].lower() in ("true", "1")
-                lo, hi = emu._data.index_range(q.start_us, q.end_us, end_inclusive=inclusive)
-                count = emu._data.count(lo, hi, AuditFilter.build(q.products, q.geos))
-                self._json(200, {"count": count})
+                self._json(200, {"count": emu._audit.count(_query_params(query))})
                 return
             if method != "POST":
                 self._json(404, {"error": f"no admin route {method} {path}"})
