@@ -15,7 +15,7 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from functools import cached_property
 from typing import Any
 
@@ -26,9 +26,12 @@ from airflow_provider_aos.auth import AccessToken, Credential, TokenCache, crede
 from airflow_provider_aos.config import AosConnectionConfig
 from airflow_provider_aos.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_provider_aos.pagination import (
+    DEFAULT_MAX_EMPTY_PAGES,
     NextLinkPaging,
+    Page,
     PageIterator,
     PageRequest,
+    PageWalk,
     PagingStyle,
     to_params,
 )
@@ -337,6 +340,7 @@ class AosHook(_AosHookBase):
         method: str = "GET",
         json: Any = None,
         max_pages: int | None = None,
+        max_empty_pages: int = DEFAULT_MAX_EMPTY_PAGES,
     ) -> PageIterator:
         """
         Walk a list endpoint lazily. Iterate the result for records, or ``.pages`` for pages.
@@ -348,6 +352,7 @@ class AosHook(_AosHookBase):
         :param method: ``GET``, or ``POST`` for endpoints that page through a JSON body.
         :param json: JSON body of the first page (POST paging).
         :param max_pages: stop after this many pages.
+        :param max_empty_pages: fail after this many empty pages in a row that still link onwards.
         """
 
         def fetch(request: PageRequest) -> Any:
@@ -362,7 +367,9 @@ class AosHook(_AosHookBase):
             )
 
         first = self._first_page(path, params, method, json)
-        return PageIterator(fetch, first, style or NextLinkPaging(), max_pages=max_pages)
+        return PageIterator(
+            fetch, first, style or NextLinkPaging(), max_pages=max_pages, max_empty_pages=max_empty_pages
+        )
 
     # -- Airflow integration ----------------------------------------------------------------------
 
@@ -371,18 +378,25 @@ class AosHook(_AosHookBase):
         try:
             config = self.config
             scope = config.scope
+            # Why the identity service will likely refuse an expired or not-yet-valid certificate.
+            warning = getattr(self.credential, "validity_warning", None)
             token = self._fetch_token(scope) if scope is None else self._token(scope)
             scopes = token.scope.split()
             granted = f"scope {token.scope!r}" if len(scopes) <= 3 else f"{len(scopes)} granted scopes"
             return True, (
                 f"Connected: {config.auth_method.replace('_', ' ')} auth accepted by {self.token_endpoint} "
                 f"for client {config.client_id} ({granted}); Graph API {config.api_url}"
+                + (f". Warning: {warning}" if warning else "")
             )
         except Exception as exc:
             secrets: list[str] = []
             with contextlib.suppress(Exception):
                 secrets = self.config.secrets()
-            return False, scrub(f"{type(exc).__name__}: {exc}", secrets)
+            message = scrub(f"{type(exc).__name__}: {exc}", secrets)
+            with contextlib.suppress(Exception):
+                if warning := getattr(self.credential, "validity_warning", None):
+                    message += f". Likely why: {warning}"
+            return False, message
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
@@ -555,3 +569,36 @@ class AosAsyncHook(_AosHookBase):
         if "params" in kwargs:
             kwargs["params"] = to_params(kwargs["params"])
         return await self._run((await self._session()).request_json(method, path, **kwargs))
+
+    async def paginate(
+        self,
+        path: str,
+        *,
+        params: QueryParams = None,
+        scope: str | None = None,
+        style: PagingStyle | None = None,
+        method: str = "GET",
+        json: Any = None,
+        max_pages: int | None = None,
+        max_empty_pages: int = DEFAULT_MAX_EMPTY_PAGES,
+    ) -> AsyncIterator[Page]:
+        """
+        Walk a list endpoint lazily, a page at a time (``async for page in hook.paginate(...)``).
+
+        The same walk as :meth:`AosHook.paginate` (styles, shape checks, cycle detection); only the
+        page in hand is held.
+        """
+        walk = PageWalk(style or NextLinkPaging(), max_empty_pages=max_empty_pages)
+        request: PageRequest | None = walk.first(self._first_page(path, params, method, json))
+        while request is not None and (max_pages is None or walk.page_number < max_pages):
+            body = await self.request_json(
+                request.method,
+                request.url,
+                params=request.params,
+                json=request.json,
+                scope=scope,
+                idempotent=True,
+            )
+            items, following = walk.advance(request, body)
+            yield Page(walk.page_number, items, request)
+            request = following

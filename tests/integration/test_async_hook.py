@@ -260,3 +260,59 @@ def test_connection_refused_is_retried_then_reported(aos_connection) -> None:
         run(_with(hook, lambda h: h.request_json("GET", "aos/audit", params=SMALL, scope=AUDIT_SCOPE)))
     assert info.value.attempts == 2
     assert "ConnectError" in str(info.value)
+
+
+def test_async_pagination_walks_the_same_pages_as_the_sync_hook(
+    emulator: AosEmulator, aos_connection
+) -> None:
+    conn_id = aos_connection()
+    window = {"startTime": "2026-11-01T00:00:00Z", "endTime": "2026-11-02T00:00:00Z"}
+    sync_pages = [
+        [json.dumps(r, sort_keys=True) for r in page.items]
+        for page in AosHook(conn_id).paginate("aos/audit", params=window, scope=AUDIT_SCOPE).pages
+    ]
+
+    async def walk(h: AosAsyncHook) -> list[list[Any]]:
+        return [
+            [json.dumps(r, sort_keys=True) for r in page.items]
+            async for page in h.paginate("aos/audit", params=window, scope=AUDIT_SCOPE)
+        ]
+
+    async_pages = run(_with(AosAsyncHook(conn_id), walk))
+
+    assert len(sync_pages) > 2
+    assert async_pages == sync_pages
+
+
+def test_test_connection_warns_about_an_expired_certificate(emulator: AosEmulator, aos_connection) -> None:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aos-expired")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=400)).not_valid_after(now - dt.timedelta(days=35))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    emulator.register_client("expired-cert-app", certificate_pem=cert_pem, scopes=[AUDIT_SCOPE])
+    conn_id = aos_connection(
+        login="expired-cert-app", password=None, extra={"private_key": key_pem, "certificate": cert_pem}
+    )
+
+    ok, message = AosHook(conn_id).test_connection()
+
+    # This emulator does not check validity dates; the real identity service likely does: say so.
+    assert ok, message
+    assert "Warning:" in message
+    assert "expired" in message
