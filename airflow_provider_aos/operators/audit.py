@@ -318,8 +318,9 @@ class AosAuditExportOperator(BaseOperator):
                 tmp.unlink(missing_ok=True)
             except Exception:
                 self.log.warning("Could not remove the temporary file %s", tmp)
-            if self._killed and not isinstance(exc, AosError):
-                # e.g. the rename of a file on_kill() already removed: say why, not "file not found".
+            if self._killed and isinstance(exc, OSError):
+                # The rename or a write of the file on_kill() removed: say why, not "file not found".
+                # Anything else (Airflow 2's AirflowTaskTerminated) keeps its type: Airflow acts on it.
                 raise AosError(KILLED) from exc
             raise
         finally:
