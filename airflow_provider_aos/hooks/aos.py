@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from airflow.providers.common.compat.sdk import BaseHook
@@ -56,6 +56,7 @@ from airflow_provider_aos.retry import Failure, RetryPolicy
 __all__ = ["AosAsyncHook", "AosHook", "token_endpoint_from_discovery"]
 
 USER_AGENT = "airflow-provider-aos"
+T = TypeVar("T")
 QueryParams = Mapping[str, Any] | Iterable[tuple[str, Any]] | None
 
 
@@ -256,6 +257,15 @@ class AosHook(_AosHookBase):
                 return _reply(response, b"".join(chunks))
         except (httpx.HTTPError, AttemptTimeout) as exc:
             return _no_reply(exc, call)
+
+    def drive(self, steps_for: Callable[[AosSession], Steps[T]]) -> T:
+        """
+        Run protocol steps (e.g. :func:`airflow_provider_aos.jobs_api.read_job`) on this hook.
+
+        :param steps_for: given the hook's protocol session, returns the steps to run.
+        """
+        result: T = self._run(steps_for(self.protocol))
+        return result
 
     # -- tokens -----------------------------------------------------------------------------------
 
@@ -529,6 +539,11 @@ class AosAsyncHook(_AosHookBase):
         except (httpx.HTTPError, TimeoutError) as exc:
             return _no_reply(exc, action)
         return _reply(response, response.content)
+
+    async def drive(self, steps_for: Callable[[AosSession], Steps[T]]) -> T:
+        """:meth:`AosHook.drive`, awaited: the same steps, on the event loop."""
+        result: T = await self._run(steps_for(await self._session()))
+        return result
 
     async def _token(self, scope: str) -> AccessToken:
         async with self._token_lock:
