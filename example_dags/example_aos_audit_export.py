@@ -14,7 +14,7 @@ REST API; such a run has no data interval, and this DAG uses the day before the 
 A run with a logical date, and every run on Airflow 2.11, uses its data interval: the same day.)
 
 To export another window, fill in ``start_time`` and ``end_time`` under **Run Parameters** in the
-trigger form (UTC unless you pick another time zone), or pass them as run conf::
+trigger form (its date-time picker uses the time zone chosen in the UI), or pass them as run conf::
 
     airflow dags trigger example_aos_audit_export \\
         -c '{"start_time": "2026-11-20T00:00:00Z", "end_time": "2026-11-21T00:00:00Z"}'
