@@ -1,7 +1,7 @@
 """HTTP front of the emulator: identity service, Graph routes and admin endpoints on one port.
 
 Layout under ``root_url``: ``/identity`` (discovery, ``/connect/token``), ``/graph`` (the routes of
-the service modules: audit.py) and ``/_emulator`` (admin, for subprocess users). This module owns
+the service modules: audit.py, jobs.py) and ``/_emulator`` (admin, for subprocess users). This module owns
 the routing table, the bearer-token and scope check, faults, latency and counters; the service
 modules only turn a parsed request into an answer. Standard library only, besides PyJWT and
 cryptography in identity.py, so it starts fast and never imports Airflow.
@@ -31,6 +31,7 @@ from .audit import AUDIT_SCOPE, MAX_WINDOW, AuditQuery, AuditService, canonical_
 from .config import RANDOM_FAULT_KINDS, RUNTIME_SETTINGS, EmulatorConfig, validated_settings
 from .data import GEO_LOCATIONS, PRODUCT_TYPES, AuditData, AuditFilter, to_epoch_us, to_utc
 from .identity import ALL_SCOPES, IdentityService, TokenError, make_client
+from .jobs import SERVICES, JobsService, JobStore, StateValue
 from .routing import Reply, Request, Route
 
 __all__ = [
@@ -40,10 +41,18 @@ __all__ = [
 ]  # fmt: skip
 
 INJECTABLE_FAULTS: frozenset[str] = frozenset({"429", "500", "503", "400", "401", "drop", "ok"})
-FAULT_TARGETS: tuple[str, ...] = ("token", "audit")
+# Per-route counters (and fault targets) of the job endpoints, see jobs.py.
+JOB_ROUTES: tuple[str, ...] = (
+    "jobs_m365", "jobs_m365_detail", "jobs_iaas_paas", "jobs_dynamics365", "jobs_google_workspace",
+    "jobs_salesforce", "jobs_aos_scan", "restore_post",
+)  # fmt: skip
+# "jobs" reaches every job GET route, "restore" the restore POST; a route's own name only that route
+# (its queue is consulted first).
+FAULT_TARGETS: tuple[str, ...] = ("token", "audit", "jobs", "restore", *JOB_ROUTES)
 STAT_KEYS: tuple[str, ...] = (
     "discovery", "token", "token_error", "audit", "audit_error", "unauthorized", "forbidden",
     "fault_429", "fault_500", "fault_503", "fault_drop", "requests",
+    *JOB_ROUTES, "jobs_error", "restore_error", "restore_throttled",
 )  # fmt: skip
 
 _JSON = "application/json; charset=utf-8"
@@ -80,7 +89,8 @@ class AosEmulator:
         self._lock = threading.Lock()
         self._data = AuditData(cfg.seed, cfg.records, cfg.data_start, cfg.data_end)
         self._audit = AuditService(self._data)
-        self._routes: list[Route] = [*self._audit.routes()]
+        self._jobs = JobStore(cfg.seed, cfg.jobs_per_service, cfg.data_start, cfg.data_end)
+        self._routes: list[Route] = [*self._audit.routes(), *JobsService(self._jobs).routes()]
         self._identity = IdentityService()
         self._stats = dict.fromkeys(STAT_KEYS, 0)
         self._faults: dict[str, deque[str]] = {k: deque() for k in FAULT_TARGETS}
@@ -182,6 +192,8 @@ class AosEmulator:
             "data_end": iso_utc(cfg.data_end),
             "page_size": cfg.page_size,
             "token_ttl": cfg.token_ttl,
+            "jobs_per_service": cfg.jobs_per_service,
+            "job_services": list(SERVICES),
             "pid": os.getpid(),
         }
 
@@ -208,7 +220,8 @@ class AosEmulator:
 
     def configure(self, **changes: object) -> None:
         """Change runtime settings: latency, fault_rate, fault_kinds, retry_after, token_ttl,
-        page_size, discovery. Requests in flight keep the settings they started with."""
+        page_size, discovery, spelling, first_page_index, scan_skip, restore_seconds,
+        restore_outcome (see EmulatorConfig). Requests in flight keep the settings they started with."""
         settings = validated_settings(changes)
         with self._lock:
             self._config = dataclasses.replace(self._config, **settings)
@@ -216,7 +229,8 @@ class AosEmulator:
     def inject_faults(self, kind: str, faults: Iterable[int | str]) -> None:
         """Queue forced answers for the next requests of `kind`, consumed in order.
 
-        :param kind: "token" or "audit".
+        :param kind: "token", "audit", "jobs" (every job GET route), "restore" (the M365 restore
+            POST), or one route's counter name (e.g. "jobs_m365", "restore_post"; see JOB_ROUTES).
         :param faults: each one of 429, 500, 503, 400, 401 (ints or strings), "drop", or "ok" (answer
             normally: ``["ok", "ok", 400]`` fails the third request only).
         """
@@ -254,6 +268,57 @@ class AosEmulator:
 
     def received_token_requests(self) -> list[dict[str, str]]:
         return self._identity.received_forms()
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def add_job(
+        self,
+        service: str,
+        outcome: str = "succeeded",
+        run_seconds: float = 2.0,
+        start: datetime | str | float | None = None,
+        errors: Iterable[object] | None = None,
+        *,
+        job_type: int | None = None,
+        final_state: StateValue | None = None,
+        running_state: StateValue | None = None,
+    ) -> str:
+        """Add a job that runs from `start` for `run_seconds`, then ends as `outcome`; its ID.
+
+        :param service: one of m365, iaas_paas, dynamics365, google_workspace, salesforce, aos_scan.
+        :param outcome: succeeded, failed, partial, stopped or skipped (stopped/skipped only where
+            the service has them: IaaS + PaaS, Salesforce, AOS scan).
+        :param run_seconds: how long it shows the service's running state.
+        :param start: datetime, ISO 8601 string or epoch seconds; None = now.
+        :param errors: messages (or M365 jobErrors dicts) for a failed/partial job: M365
+            ``jobErrors``, IaaS ``comments``; None = a default message.
+        :param job_type: the service's job type code (default: its backup/scan type).
+        :param final_state: an exact terminal wire value instead of the outcome's default (e.g.
+            "Partially Finished" for M365); overrides `outcome`.
+        :param running_state: an exact running wire value (e.g. IaaS 32 Waiting, Salesforce 5 Paused).
+        """
+        return self._jobs.add(
+            service, outcome=outcome, run_seconds=run_seconds, start=_epoch(start),
+            errors=None if errors is None else list(errors), job_type=job_type,
+            final_state=final_state, running_state=running_state,
+        ).job_id  # fmt: skip
+
+    def job_status(self, service: str, job_id: str) -> dict[str, object]:
+        """A job's state now: {service, jobId, jobType, state, stateClass, running, finalState,
+        startTime, endTime}; KeyError if there is no such job."""
+        if service not in SERVICES:
+            raise ValueError(f"service must be one of {SERVICES}")
+        job = self._jobs.get(service, job_id)
+        if job is None:
+            raise KeyError(f"no {service} job {job_id}")
+        return job.status(time.time())
+
+    def list_jobs(self, service: str) -> list[dict[str, object]]:
+        """``job_status`` of every job of a service, newest first (the order the lists use)."""
+        if service not in SERVICES:
+            raise ValueError(f"service must be one of {SERVICES}")
+        now = time.time()
+        return [job.status(now) for job in self._jobs.newest_first(service)]
 
     # -- data access for tests -------------------------------------------------------------
 
@@ -588,6 +653,16 @@ class _Handler(BaseHTTPRequestHandler):
             if route == ("GET", "/stats"):
                 self._json(200, emu.stats())
                 return
+            if route == ("GET", "/jobs"):
+                service = _query_params(query).get("service", [""])[0]
+                self._json(200, {"jobs": emu.list_jobs(service)})
+                return
+            if method == "GET" and route[1].startswith("/jobs/"):
+                parts = route[1].split("/")  # "", "jobs", service, job id
+                if len(parts) != 4:
+                    raise ValueError("use GET /_emulator/jobs/{service}/{jobId}")
+                self._json(200, emu.job_status(parts[2], unquote(parts[3])))
+                return
             if route == ("GET", "/audit/count"):
                 self._json(200, {"count": emu._audit.count(_query_params(query))})
                 return
@@ -611,6 +686,15 @@ class _Handler(BaseHTTPRequestHandler):
                 emu.inject_faults(str(payload["kind"]), payload["faults"])
             elif route[1] == "/revoke":
                 emu.revoke_tokens()
+            elif route[1] == "/jobs":
+                allowed = {"service", "outcome", "run_seconds", "start", "errors", "job_type",
+                           "final_state", "running_state"}  # fmt: skip
+                unknown = set(payload) - allowed
+                if unknown:
+                    raise ValueError(f"unknown fields {sorted(unknown)}; use {sorted(allowed)}")
+                job_id = emu.add_job(**payload)
+                self._json(200, {"jobId": job_id})
+                return
             else:
                 self._json(404, {"error": f"no admin route {method} {path}"})
                 return
@@ -620,3 +704,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 _BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+def _epoch(value: datetime | str | float | None) -> float:
+    """A job start: None = now; naive datetimes and zone-less strings are UTC."""
+    if value is None:
+        return time.time()
+    if isinstance(value, datetime):
+        return to_utc(value).timestamp()
+    if isinstance(value, str):
+        return to_utc(datetime.fromisoformat(value.strip())).timestamp()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("start must be a datetime, an ISO 8601 string or epoch seconds")
+    return float(value)
