@@ -255,8 +255,9 @@ class AosAuditExportOperator(BaseOperator):
 
         Airflow 3 only calls this on SIGTERM (nothing is raised in the task) and SIGKILLs about 5 s
         later, so the file goes now rather than in ``execute``'s cleanup, which a SIGKILL would skip.
-        It runs inside the signal handler, interrupting ``execute`` in the same thread: it takes no lock
-        (closing the HTTP session here could deadlock on urllib3's pool lock); ``execute`` closes it.
+        It runs inside the signal handler, interrupting ``execute`` in the same thread, so it takes no
+        lock: closing the HTTP client here could deadlock on a connection-pool lock the interrupted
+        request holds. ``execute`` closes the client; a request in flight finishes first.
         """
         self._killed = True
         tmp = self._tmp

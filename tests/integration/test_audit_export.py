@@ -6,6 +6,8 @@ import gzip
 import itertools
 import json
 import logging
+import signal
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +16,7 @@ import pendulum
 import pytest
 
 from airflow_provider_aos.emulator import AosEmulator
-from airflow_provider_aos.exceptions import AosApiError, AosConfigError
+from airflow_provider_aos.exceptions import AosApiError, AosConfigError, AosError
 from airflow_provider_aos.operators.audit import AosAuditExportOperator, iso_z, split_window
 
 UTC = UTC
@@ -313,3 +315,34 @@ def test_a_template_rendering_to_none_or_empty_names_the_field(
     assert "template rendered to" in str(err.value)
     assert "ISO 8601" not in str(err.value)  # not a parse error about the text 'None'
     assert emulator.stats()["requests"] == 0
+
+
+def test_a_kill_during_a_retry_wait_stops_at_once_and_leaves_no_file(
+    emulator: AosEmulator, aos_connection, tmp_path
+):
+    """
+    What Airflow 3's task runner does on SIGTERM: call ``on_kill()`` from the signal handler and raise
+    nothing. Here the signal arrives while the hook waits out a 30 s ``Retry-After``.
+    """
+    emulator.configure(page_size=20, retry_after=30)
+    emulator.inject_faults("audit", ["ok", "ok", 429])
+    op = AosAuditExportOperator(
+        task_id="export",
+        aos_conn_id=aos_connection(),
+        destination=str(tmp_path / "k.jsonl"),
+        start_time="2026-11-01T00:00:00Z",
+        end_time="2026-11-02T00:00:00Z",
+    )
+    previous = signal.signal(signal.SIGALRM, lambda *_: op.on_kill())
+    signal.setitimer(signal.ITIMER_REAL, 1.0)
+    began = time.monotonic()
+    try:
+        with pytest.raises(AosError, match="killed"):
+            op.execute({})
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.monotonic() - began < 3
+    stats = emulator.stats()
+    assert (stats["audit"], stats["fault_429"]) == (2, 1)  # two pages, the 429, and no retry after the kill
+    assert list(tmp_path.iterdir()) == []
