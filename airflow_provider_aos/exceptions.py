@@ -81,3 +81,16 @@ class AosApiError(AosError):
 
 class AosPaginationError(AosError):
     """A page could not be followed safely (a next link to a foreign host, a paging loop...)."""
+
+
+class AosJobFailedError(AosError):
+    """
+    An AOS job ended in a state the task does not accept (failed, stopped, partial...).
+
+    :param message: which job, its state and raw state, its first error, and how to accept it.
+    :param job: the job, as ``AosJob.to_dict()``.
+    """
+
+    def __init__(self, message: str, *, job: dict[str, object] | None = None) -> None:
+        self.job = job
+        super().__init__(message)
