@@ -661,7 +661,10 @@ class _Handler(BaseHTTPRequestHandler):
                 parts = route[1].split("/")  # "", "jobs", service, job id
                 if len(parts) != 4:
                     raise ValueError("use GET /_emulator/jobs/{service}/{jobId}")
-                self._json(200, emu.job_status(parts[2], unquote(parts[3])))
+                try:
+                    self._json(200, emu.job_status(parts[2], unquote(parts[3])))
+                except KeyError as exc:
+                    self._json(404, {"error": str(exc.args[0])})
                 return
             if route == ("GET", "/audit/count"):
                 self._json(200, {"count": emu._audit.count(_query_params(query))})

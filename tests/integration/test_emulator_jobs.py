@@ -415,9 +415,9 @@ def test_jobs_run_then_end_on_schedule(emu: AosEmulator, session: requests.Sessi
     ids = {}
     for service, outcome, *_ in cases:
         if service == "m365":
-            ids[service] = emu.add_job(service, outcome, run_seconds=1.0, errors=["Mailbox locked"])
+            ids[service] = emu.add_job(service, outcome, run_seconds=2.0, errors=["Mailbox locked"])
         else:
-            payload = {"service": service, "outcome": outcome, "run_seconds": 1.0, "errors": ["Disk full"]}
+            payload = {"service": service, "outcome": outcome, "run_seconds": 2.0, "errors": ["Disk full"]}
             response = requests.post(f"{emu.admin_url}/jobs", json=payload, timeout=10)
             ids[service] = response.json()["jobId"]
     for phase in (0, 1):
@@ -427,7 +427,7 @@ def test_jobs_run_then_end_on_schedule(emu: AosEmulator, session: requests.Sessi
             status = requests.get(f"{emu.admin_url}/jobs/{service}/{ids[service]}", timeout=10).json()
             assert (status["stateClass"] == "RUNNING") == (phase == 0)
         if not phase:
-            time.sleep(1.1)
+            time.sleep(2.1)
     detail = _get(session, emu, f"{M365}/{ids['m365']}").json()["data"]
     assert detail["jobErrors"][0]["value"] == "Mailbox locked"
     assert detail["finishTime"]
@@ -445,6 +445,9 @@ def test_jobs_run_then_end_on_schedule(emu: AosEmulator, session: requests.Sessi
         emu.add_job("m365", "stopped")
     bad = requests.post(f"{emu.admin_url}/jobs", json={"service": "fly"}, timeout=10)
     assert bad.status_code == 400
+    assert requests.get(f"{emu.admin_url}/jobs/m365/FB0", timeout=10).status_code == 404
+    listed = requests.get(f"{emu.admin_url}/jobs", params={"service": "aos_scan"}, timeout=10).json()
+    assert listed["jobs"][0]["jobId"] == ids["aos_scan"]
 
 
 def test_restore_validation(emu: AosEmulator, session: requests.Session) -> None:
@@ -493,7 +496,7 @@ def test_restore_validation(emu: AosEmulator, session: requests.Session) -> None
 
 
 def test_restore_jobs_run_and_the_fourth_gets_429(emu: AosEmulator, session: requests.Session) -> None:
-    emu.configure(restore_seconds=1.0, restore_outcome="partial")
+    emu.configure(restore_seconds=2.0, restore_outcome="partial")
     url = emu.graph_url + RESTORE
     ids = [session.post(url, json=_restore_body(), timeout=10).json()["data"]["jobId"] for _ in range(3)]
     assert len(set(ids)) == 3
@@ -508,7 +511,7 @@ def test_restore_jobs_run_and_the_fourth_gets_429(emu: AosEmulator, session: req
     detail = _get(session, emu, f"{M365}/{ids[0]}").json()["data"]
     assert detail["state"] == "In Progress"
     assert detail["backupDetails"]["totalNumber"] == 2  # two paths
-    time.sleep(1.1)
+    time.sleep(2.1)
     detail = _get(session, emu, f"{M365}/{ids[0]}").json()["data"]
     assert detail["state"] == "Finished with Exception"
     assert detail["jobErrors"]
