@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from airflow_provider_aos.emulator import AosEmulator
@@ -41,15 +42,19 @@ with DAG("{dag_id}", schedule=None, start_date=datetime(2026, 1, 1, tzinfo=timez
     )
 """
 TEMP = re.compile(r"\.audit\.jsonl\.gz\.[0-9a-f]{32}\.tmp")
-STOP_WITHIN = 4.0  # seconds; Airflow 3's supervisor would SIGKILL at 5
+# The task's failure as each Airflow logs it: our error on Airflow 3, the one Airflow 2 raises in the task.
+STOPPED = re.compile(r"the export was stopped because the task was killed|AirflowTaskTerminated")
+STOP_WITHIN = 3.0  # seconds; Airflow 3's supervisor would SIGKILL at 5
 
 
-def _wait_until(condition, timeout: float, proc: subprocess.Popen, log: Path) -> None:
+def _wait_until(
+    condition: Callable[[], bool], timeout: float, proc: subprocess.Popen | None, log: Path, what: str
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert proc.poll() is None, "the DAG run ended before the kill:\n" + log.read_text()[-5000:]
-        assert time.monotonic() < deadline, "the export did not start:\n" + log.read_text()[-5000:]
-        time.sleep(0.1)
+        assert proc is None or proc.poll() is None, "the DAG run ended early:\n" + log.read_text()[-5000:]
+        assert time.monotonic() < deadline, f"{what}:\n" + log.read_text()[-5000:]
+        time.sleep(0.05)
 
 
 def test_sigterm_mid_export_stops_promptly_and_leaves_no_file(
@@ -66,6 +71,7 @@ def test_sigterm_mid_export_stops_promptly_and_leaves_no_file(
         "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "PYTHONUNBUFFERED": "1",  # the log file is read while the run goes on
         **connection_env(
             "aos_kill",
             host=emulator.graph_url,
@@ -88,23 +94,27 @@ def test_sigterm_mid_export_stops_promptly_and_leaves_no_file(
             timeout=180,
             proc=proc,
             log=log,
+            what="the export did not start",
         )
         killed_at = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_WITHIN)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(
-                f"still running {STOP_WITHIN}s after SIGTERM ({emulator.stats()['audit']} audit requests); "
-                f"files: {sorted(p.name for p in out.iterdir())}"
-            ) from None
-        took = time.monotonic() - killed_at
+        # The task must have stopped and cleaned up well before the 5 s SIGKILL of Airflow 3's supervisor.
+        _wait_until(
+            lambda: STOPPED.search(log.read_text()) is not None,
+            timeout=STOP_WITHIN,
+            proc=None,
+            log=log,
+            what=f"the task did not stop within {STOP_WITHIN}s of SIGTERM",
+        )
+        stopped_after = time.monotonic() - killed_at
+        files_at_stop = sorted(p.name for p in out.iterdir())
+        # The rest is `airflow dags test` closing the run and its interpreter (about 2 s), not the task.
+        proc.wait(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    requests_at_exit = emulator.stats()["audit"]
-    assert sorted(p.name for p in out.iterdir()) == [], log.read_text()[-5000:]  # no temp, no partial file
-    assert took < STOP_WITHIN
-    assert requests_at_exit < 1000  # it stopped paging, it did not finish the walk
-    assert proc.returncode != 0 or "killed" in log.read_text()
+    assert files_at_stop == [], log.read_text()[-5000:]  # no temp file, no partial file
+    assert sorted(p.name for p in out.iterdir()) == []
+    assert stopped_after < STOP_WITHIN
+    assert emulator.stats()["audit"] < 1000  # it stopped paging, it did not finish the walk
