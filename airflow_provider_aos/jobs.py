@@ -376,7 +376,8 @@ _M365_COUNTS = (
 # §8: the table says pageIndex starts at 0, the request sample asks for 1 and gets both jobs. 0
 # loses nothing if the API is 0-based, and if 0 and 1 are the same page, unique_jobs drops the
 # repeats. metadata.nextLink, when given, is followed instead of counting.
-_M365_PAGING = PageIndexPaging(first_index=0, page_size=10, item_keys=("data",))
+# stop_at_total off: pages 0 and 1 may be the same page (§8), so the count would end the walk early.
+_M365_PAGING = PageIndexPaging(first_index=0, page_size=10, item_keys=("data",), stop_at_total=False)
 _M365_COMMON: dict[str, Any] = {
     "scope": "microsoft365backup.jobInfo.read.all",
     "list_path": "/backup/m365/cloudbackupjobs",
@@ -570,7 +571,9 @@ JOB_KINDS: dict[str, JobKind] = {
             list_path="/backup/sfbapi/jobs",
             detail_path=None,
             # §8: the request sample asks pageIndex=1 against a documented default of 0; as for M365.
-            paging=PageIndexPaging(first_index=0, page_size=10, item_keys=("data", "jobs")),
+            paging=PageIndexPaging(
+                first_index=0, page_size=10, item_keys=("data", "jobs"), stop_at_total=False
+            ),
             item_keys=("data", "jobs"),  # data.jobs
             filters={
                 "job_type": JobFilter(

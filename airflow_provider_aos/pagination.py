@@ -333,6 +333,10 @@ class PageIndexPaging:
 
     :param page_size: the size asked for; a shorter page ends the walk. None: only empty pages do.
     :param first_index: the index of the first page (0 for M365 backup, 1 for Dynamics 365 and DMSO).
+    :param stop_at_total: stop once ``totalCount`` items were asked for. Off where the first two
+        indexes may return the same page (M365 and Salesforce: backup-jobs.md §8): the count would
+        include the repeated page and end the walk one page early; the walk ends on a short or
+        empty page instead.
     :param empty_body_ok: an empty body (HTTP 204) means "no records" (see :class:`NextLinkPaging`).
     """
 
@@ -340,6 +344,7 @@ class PageIndexPaging:
     size_param: str = "pageSize"
     page_size: int | None = None
     first_index: int = 1
+    stop_at_total: bool = True
     service_prefix: str | None = None
     item_keys: tuple[str, ...] = DEFAULT_ITEM_KEYS
     empty_body_ok: bool = False
@@ -367,7 +372,7 @@ class PageIndexPaging:
             return None
         index = int(get_param(request.params, self.index_param) or self.first_index)
         total = find_total(body)
-        if total is not None and (index - self.first_index + 1) * size >= total:
+        if self.stop_at_total and total is not None and (index - self.first_index + 1) * size >= total:
             return None
         return replace(request, params=with_param(request.params, self.index_param, index + 1))
 

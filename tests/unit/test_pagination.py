@@ -827,3 +827,24 @@ def test_url_for_allows_the_api_origin(hook: AosHook, link: str) -> None:
 @pytest.mark.parametrize("path", ["aos/audit?x=1", "/aos/audit?x=1"])
 def test_url_for_joins_a_path_to_the_base(hook: AosHook, path: str) -> None:
     assert hook.url_for(path) == f"{API}/aos/audit?x=1"
+
+
+def test_m365_pages_0_and_1_alike_without_links_lose_no_job() -> None:
+    # backup-jobs.md §8: an API that counts pages from 1 may answer page 0 like page 1. With the
+    # totalCount stop, the repeated page would end the walk one page early (jobs 21-25 lost).
+    from airflow_provider_aos.jobs import JOB_KINDS, parse_job, unique_jobs
+    from airflow_provider_aos.pagination import get_param
+
+    jobs = [{"id": f"J{i:02d}", "state": "Finished"} for i in range(1, 26)]
+
+    def fetch(request: PageRequest) -> Any:
+        index = max(1, int(get_param(request.params, "pageIndex") or 0))  # 0 answers like 1
+        size = int(get_param(request.params, "pageSize") or 10)
+        page = jobs[(index - 1) * size : index * size]
+        return {"statusCode": 200, "data": page, "metadata": {"totalCount": len(jobs), "nextLink": ""}}
+
+    kind = JOB_KINDS["m365"]
+    assert kind.paging is not None
+    iterator = PageIterator(fetch, PageRequest(url="/backup/m365/cloudbackupjobs"), kind.paging)
+    found = [job.id for job in unique_jobs(parse_job(kind, raw) for raw in iterator)]
+    assert found == [job["id"] for job in jobs]
