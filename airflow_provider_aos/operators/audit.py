@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import glob
-import gzip
-import json
 import math
-import re
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath
+from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_aos.exceptions import AosConfigError, AosError
 from airflow_provider_aos.hooks.aos import AosHook
+from airflow_provider_aos.storage import AtomicDestination, encode_record
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -68,25 +64,6 @@ def iso_z(moment: datetime) -> str:
     """UTC ISO 8601 with a ``Z``, the form of every sample in the AOS docs."""
     # isoformat, not strftime: %Y gives "999" for year 999 on Linux, which is not ISO 8601.
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
-
-
-def temp_name_pattern(name: str) -> re.Pattern[str]:
-    """The names of this operator's temporary files for destination file ``name``, and nothing else."""
-    return re.compile(rf"\.{re.escape(name)}\.[0-9a-f]{{32}}\.tmp")
-
-
-def encode_record(record: Any) -> tuple[bytes, bool]:
-    """
-    One JSON Lines line (no newline) and whether it had to be ``\\uXXXX``-escaped.
-
-    JSON allows a lone surrogate (``"\\ud800"``), which UTF-8 cannot encode; such a record is written
-    with ASCII escapes instead, still valid JSON that decodes to the same value.
-    """
-    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-    try:
-        return text.encode(), False
-    except UnicodeEncodeError:
-        return json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode(), True
 
 
 def split_window(
@@ -159,7 +136,7 @@ class AosAuditExportOperator(BaseOperator):
     # State of the running export, read by on_kill(). Class defaults rather than __init__ attributes:
     # Airflow deep-copies and serializes operators, and these are only meaningful inside execute().
     _killed: bool = False
-    _tmp: ObjectStoragePath | None = None
+    _dest: AtomicDestination | None = None
 
     def __init__(
         self,
@@ -206,49 +183,6 @@ class AosAuditExportOperator(BaseOperator):
             )
         return start_dt, end_dt
 
-    def _destination(self) -> tuple[ObjectStoragePath, bool]:
-        dest = str(self.destination or "").strip()
-        if not dest or dest.endswith("/"):
-            raise AosConfigError("destination", f"{dest!r} must be a file path or URL, not a directory")
-        if "://" not in dest and not dest.startswith("/"):
-            raise AosConfigError(
-                "destination",
-                f"{dest!r} is relative to the worker's working directory; give an absolute path or a URL "
-                "(file:///..., s3://...)",
-            )
-        if self.compression not in ("infer", "gzip", None, "none"):
-            raise AosConfigError("compression", f"{self.compression!r}: use 'gzip', None or 'infer'")
-        gz = self.compression == "gzip" or (self.compression == "infer" and dest.lower().endswith(".gz"))
-        return ObjectStoragePath(dest, conn_id=self.destination_conn_id), gz
-
-    def _open_temp(self, path: ObjectStoragePath) -> tuple[ObjectStoragePath, IO[bytes]]:
-        """
-        Create the temporary file beside ``path``: proves the destination writable before any download.
-
-        Also removes what killed earlier attempts left there (only names of our own pattern).
-        """
-        try:
-            if path.is_dir():
-                raise AosConfigError("destination", f"{path} is an existing directory; give a file name")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._sweep_stale_temps(path)
-            # Same folder as the destination so the final move is a rename, not a cross-device copy.
-            tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-            self._tmp = tmp
-            return tmp, tmp.open("wb")  # type: ignore[no-untyped-call]
-        except OSError as exc:
-            self._tmp = None
-            raise AosConfigError(
-                "destination", f"cannot write beside {path}: {exc.strerror or exc} ({type(exc).__name__})"
-            ) from exc
-
-    def _sweep_stale_temps(self, path: ObjectStoragePath) -> None:
-        pattern = temp_name_pattern(path.name)
-        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-            if pattern.fullmatch(stale.name):  # the glob narrows the listing; this decides
-                self.log.info("Removing %s, left by an earlier attempt that was killed", stale)
-                stale.unlink()
-
     def on_kill(self) -> None:
         """
         Stop the export at the next page and remove the temporary file.
@@ -260,12 +194,12 @@ class AosAuditExportOperator(BaseOperator):
         request holds. ``execute`` closes the client; a request in flight finishes first.
         """
         self._killed = True
-        tmp = self._tmp
-        if tmp is not None:
+        dest = self._dest
+        if dest is not None:
             try:
-                tmp.unlink(missing_ok=True)
+                dest.discard()
             except Exception:
-                self.log.warning("Could not remove the temporary file %s", tmp)
+                self.log.warning("Could not remove the temporary file %s", dest.tmp)
 
     def _check_killed(self) -> None:
         if self._killed:
@@ -282,7 +216,9 @@ class AosAuditExportOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         self._killed = False
         start, end = self._window(context)
-        path, gz = self._destination()
+        dest = AtomicDestination(
+            self.destination, conn_id=self.destination_conn_id, compression=self.compression
+        )
         product_types = _filter_values(self.product_types, "product_types")
         geo_locations = _filter_values(self.geo_locations, "geo_locations")
         hook = AosHook(aos_conn_id=self.aos_conn_id)
@@ -294,43 +230,28 @@ class AosAuditExportOperator(BaseOperator):
             iso_z(start), iso_z(end), n_windows,
         )  # fmt: skip
 
-        tmp, raw = self._open_temp(path)
         records = pages = outside = escaped = windows = 0
+        self._dest = dest
         try:
-            with raw:
-                # mtime=0 and no file name in the gzip header: a rerun writes byte-identical output.
-                out: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") if gz else raw  # type: ignore[assignment]
-                try:
-                    for lo, hi in split_window(start, end):
-                        windows += 1
-                        counts = self._export_window(hook, out, lo, hi, product_types, geo_locations)
-                        records += counts[0]
-                        pages += counts[1]
-                        outside += counts[2]
-                        escaped += counts[3]
-                finally:
-                    if gz:
-                        out.close()
-            self._check_killed()
-            tmp.rename(path)
-        except BaseException as exc:
-            # Covers task kill (Airflow 2 raises in the task on SIGTERM) and retries: never leave the temp file.
-            try:
-                tmp.unlink(missing_ok=True)
-            except Exception:
-                self.log.warning("Could not remove the temporary file %s", tmp)
-            if self._killed and isinstance(exc, OSError):
+            with dest as out:  # the temporary file is created (destination proven writable) first
+                for lo, hi in split_window(start, end):
+                    windows += 1
+                    counts = self._export_window(hook, out, lo, hi, product_types, geo_locations)
+                    records += counts[0]
+                    pages += counts[1]
+                    outside += counts[2]
+                    escaped += counts[3]
+                self._check_killed()
+        except OSError as exc:
+            if self._killed:
                 # The rename or a write of the file on_kill() removed: say why, not "file not found".
                 # Anything else (Airflow 2's AirflowTaskTerminated) keeps its type: Airflow acts on it.
                 raise AosError(KILLED) from exc
             raise
         finally:
-            self._tmp = None
+            self._dest = None
             hook.close()
-        try:
-            size: int | None = int(path.stat().st_size)
-        except Exception:  # some object stores cannot stat cheaply; the size is informative only
-            size = None
+        path, size, gz = dest.path, dest.size, dest.gzip
         self.log.info(
             "Exported %d AOS audit records (%s to %s, %d page(s), %d window(s)) to %s",
             records, iso_z(start), iso_z(end), pages, windows, path,

@@ -1,23 +1,35 @@
 """
-Canary secrets through a real DAG run: none of them, nor a minted token or assertion, may appear in
-the task logs, exception messages, XCom, rendered template fields, or anywhere else Airflow keeps.
+Canary secrets through a real DAG run: no run of 8 characters of any of them, nor of a minted token or
+assertion, may appear in the task logs, exception messages, XCom, rendered template fields, or
+anywhere else Airflow keeps, even when a careless server echoes the bearer token back in an error.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import textwrap
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import pytest
 
 from airflow_provider_aos.emulator import AosEmulator
 from tests.conftest import CertBundle
 from tests.dags.support import connection_env
 
 DAG_ID = "aos_secret_canary"
-CANARY_SECRET = "canary-client-secret-7Hq2xV9pLm"
-CANARY_WRONG_SECRET = "canary-wrong-secret-Zr81Kd0Qwe"
-CANARY_PASSPHRASE = "canary-passphrase-Jt5Nb3Yc7u"
-CANARY_WRONG_PASSPHRASE = "canary-wrong-passphrase-Ua6Hs2Rp"
+# Random-looking, so that any 8 characters of one can only have come from a leak.
+CANARY_SECRET = "Qz7Hq2xV9pLmR4tW8nB3"
+CANARY_WRONG_SECRET = "Zr81Kd0QweJx5Tc6Vy2M"
+CANARY_PASSPHRASE = "Jt5Nb3Yc7uPq9Ls1Wd4F"
+CANARY_WRONG_PASSPHRASE = "Ua6Hs2RpXk8Gm0Zb7Ne5"
+FRAGMENT = 8
+# Where a careless API server quotes the bearer token in a long error message (the hook keeps 500
+# characters of it): at the start, across the cut, and just before it.
+ECHO_OFFSETS = {"aos_echo_start": 0, "aos_echo_cut": 485, "aos_echo_end": 493}
 
 DAG_FILE = """
 from datetime import datetime, timezone
@@ -42,7 +54,47 @@ with DAG("{dag_id}", schedule=None, start_date=datetime(2026, 1, 1, tzinfo=timez
 """
 
 GOOD = ["aos_secret", "aos_cert_pem", "aos_cert_pfx"]
-BAD = ["aos_wrong_secret", "aos_wrong_passphrase"]
+BAD = ["aos_wrong_secret", "aos_wrong_passphrase", *ECHO_OFFSETS]
+
+
+class _EchoHandler(BaseHTTPRequestHandler):
+    """An API host that answers 400 quoting the bearer token it was sent, at a path-chosen offset."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        offset = int(self.path.split("/")[1])
+        token = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+        message = "m" * offset + f"unknown token {token}, rejected" + "n" * 300
+        body = json.dumps({"statusCode": 400, "message": message, "traceId": "echo-trace"}).encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def echo_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _grams(value: str) -> set[bytes]:
+    data = value.encode()
+    return {data[i : i + FRAGMENT] for i in range(len(data) - FRAGMENT + 1)}
+
+
+def _leaked_fragments(data: bytes, grams: dict[bytes, str]) -> set[str]:
+    """The names of the canaries any 8 bytes of which appear in ``data``."""
+    return {grams[data[i : i + FRAGMENT]] for i in range(len(data) - FRAGMENT + 1) if data[i : i + FRAGMENT] in grams}
 
 
 def _key_lines(pem: str) -> list[str]:
@@ -52,7 +104,7 @@ def _key_lines(pem: str) -> list[str]:
 
 
 def test_no_secret_reaches_logs_xcom_or_rendered_fields(
-    emulator: AosEmulator, run_dag, tmp_path: Path, cert_bundle: CertBundle
+    emulator: AosEmulator, run_dag, tmp_path: Path, cert_bundle: CertBundle, echo_server: str
 ):
     emulator.register_client("canary-client", secret=CANARY_SECRET, scopes=["audit.read.all"])
     emulator.register_client(
@@ -77,6 +129,17 @@ def test_no_secret_reaches_logs_xcom_or_rendered_fields(
             extra={**cert_extra, "private_key": pfx_b64},
         ),
         **connection_env("aos_wrong_secret", login="canary-client", password=CANARY_WRONG_SECRET, **base),
+        **{
+            k: v
+            for conn_id, offset in ECHO_OFFSETS.items()
+            for k, v in connection_env(
+                conn_id,
+                host=f"{echo_server}/{offset}",
+                login="canary-client",
+                password=CANARY_SECRET,
+                extra={"identity_url": emulator.identity_url},
+            ).items()
+        },
         **connection_env(
             "aos_wrong_passphrase",
             host=emulator.graph_url,
@@ -104,6 +167,7 @@ def test_no_secret_reaches_logs_xcom_or_rendered_fields(
     # The failures are visible and explained: the scan below looks at real error output.
     assert "invalid_client" in result.output
     assert "private_key_passphrase" in result.output
+    assert result.output.count("echo-trace") >= len(ECHO_OFFSETS)  # the echoing server was reached
     tokens, assertions = emulator.issued_tokens(), emulator.received_assertions()
     assert len(tokens) >= 3
     assert len(assertions) >= 2
@@ -125,17 +189,15 @@ def test_no_secret_reaches_logs_xcom_or_rendered_fields(
         **{f"encrypted key line {i}": line for i, line in enumerate(_key_lines(encrypted_pem))},
         "pfx": pfx_b64[40:120],
         **{f"token {i}": token for i, token in enumerate(tokens)},
-        **{f"assertion {i}": assertion for i, assertion in enumerate(assertions)},
-        **{f"assertion signature {i}": assertion.rsplit(".", 1)[1] for i, assertion in enumerate(assertions)},
+        # Claims and signature: the JWT header ({"alg":"RS256",...}) is the same in every JWT.
+        **{f"assertion {i}": assertion.split(".", 1)[1] for i, assertion in enumerate(assertions)},
     }
+    grams = {gram: what for what, value in canaries.items() for gram in _grams(value)}
     # Everything Airflow kept: CLI output (task logs and tracebacks), log files, the metadata DB
     # (XCom, rendered template fields, serialized DAGs) and its journal.
     places = {"task output": result.output.encode()}
     places.update({str(p): p.read_bytes() for p in result.home.rglob("*") if p.is_file()})
-    leaks = [
-        f"{what} in {where}"
-        for where, data in places.items()
-        for what, value in canaries.items()
-        if value.encode() in data
-    ]
+    leaks = [f"{what} in {where}" for where, data in places.items() for what in _leaked_fragments(data, grams)]
     assert leaks == []
+    # The scan does find a fragment where there is one.
+    assert _leaked_fragments(b"..." + tokens[0][5:13].encode() + b"...", grams) == {"token 0"}
