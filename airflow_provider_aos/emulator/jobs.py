@@ -144,6 +144,12 @@ _IAAS_BACKUP_TYPES = frozenset({1, 128, 1024, 20003, 20009, 20012, 20014, 20016,
                                  60010, 60100, 70010, 80000, 90000, 90110})  # fmt: skip
 _IAAS_RESTORE_TYPES = frozenset({2, 256, 2048, 20006, 20010, 20013, 20015, 20017, 20018, 20020, 20023, 60001,
                                   60011, 60101, 70011, 80010, 90001, 90120})  # fmt: skip
+# Added jobs are where a default query finds them: the central M365 location (the detail
+# endpoint's default), the Google Admin data source (the list's default dataSource).
+_ADDED_JOB_ATTRS: dict[str, dict[str, Any]] = {
+    "m365": {"location": "PrimaryGeoLocation"},
+    "google_workspace": {"dataSource": 1},
+}
 _GOOGLE_APP_TYPES = (1, 2, 4, 8, 64, 128, 256, 512, 4096, 8192, 16384, 32768)
 _D365_ORGS = (("6c1d2f0e-5a8b-4c3d-9e7f-a1b2c3d4e5f6", "uatorg123"),
               ("0f9e8d7c-6b5a-4938-8271-605f4e3d2c1b", "contoso-prod"))  # fmt: skip
@@ -377,10 +383,12 @@ class JobStore:
             job_type = next(iter(JOB_TYPES[service]))
         elif isinstance(job_type, bool) or not isinstance(job_type, int):
             raise ValueError("job_type must be an integer")
-        rng = random.Random(f"{service}|{start}|{time.perf_counter_ns()}")
+        with self._lock:
+            rng = random.Random(f"{service}|{start}|{self._seq}")
         return self._create(
             rng, service, start=start, run_seconds=float(run_seconds), job_type=job_type,
             final_state=final_state, running_state=running_state, errors=errors,
+            attrs=_ADDED_JOB_ATTRS.get(service),
         )  # fmt: skip
 
     @staticmethod
