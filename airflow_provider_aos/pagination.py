@@ -36,13 +36,15 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 from airflow_provider_aos.exceptions import AosApiError, AosPaginationError
 
 Params = tuple[tuple[str, str], ...]
+QueryParams = Mapping[str, Any] | Iterable[tuple[str, Any]] | None
+"""Query parameters as callers give them: a mapping or pairs; lists become repeated parameters."""
 DEFAULT_ITEM_KEYS = ("data", "value", "jobs", "values", "results", "items", "queriedItems")
 # A few empty pages in a row happen (AOS scan jobs can end on one); dozens that keep linking on are
 # a server bug that would otherwise walk forever.
 DEFAULT_MAX_EMPTY_PAGES = 10
 
 
-def to_params(params: Mapping[str, Any] | Iterable[tuple[str, Any]] | None) -> Params:
+def to_params(params: QueryParams) -> Params:
     """
     Normalise query parameters: lists become repeated parameters (``a=1&a=2``, as the API expects),
     ``None`` is dropped, booleans are ``true``/``false`` and datetimes ISO 8601.

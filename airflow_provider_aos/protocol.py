@@ -16,13 +16,13 @@ import json as jsonlib
 import logging
 from collections.abc import Callable, Collection, Generator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 from urllib.parse import urlsplit
 
 from airflow_provider_aos.auth import AccessToken, Credential, TokenCache, parse_token_response
 from airflow_provider_aos.config import AosConnectionConfig, origin
 from airflow_provider_aos.exceptions import AosApiError, AosAuthError, AosConfigError, AosPaginationError
-from airflow_provider_aos.pagination import Params
+from airflow_provider_aos.pagination import Params, QueryParams, to_params
 from airflow_provider_aos.redact import scrub, scrub_and_cut
 from airflow_provider_aos.retry import Failure, RetryPolicy
 
@@ -36,6 +36,24 @@ DEFAULT_ATTEMPT_TIMEOUT = 300.0
 """Seconds one attempt may take in all, body included: a server trickling bytes cannot hold a task."""
 
 T = TypeVar("T")
+
+
+class RequestOptions(TypedDict, total=False):
+    """
+    Options of one API request, for both hooks.
+
+    :param params: query parameters; list values are sent as repeated parameters.
+    :param json: JSON body.
+    :param scope: the permission the endpoint needs (default: the connection's ``scope``).
+    :param idempotent: whether retrying after a server error is safe (default: by method).
+    :param ok_statuses: error statuses to return instead of raising (e.g. Opus's 418).
+    """
+
+    params: QueryParams
+    json: Any
+    scope: str | None
+    idempotent: bool | None
+    ok_statuses: Collection[int]
 
 
 @dataclass(frozen=True)
@@ -340,7 +358,7 @@ class AosSession:
         method: str,
         path: str,
         *,
-        params: Params = (),
+        params: QueryParams = None,
         json: Any = None,
         scope: str | None = None,
         idempotent: bool | None = None,
@@ -354,13 +372,14 @@ class AosSession:
         """
         url = self.url_for(path)
         resolved = self.resolve_scope(scope)
+        query = to_params(params)
         attempts = 0
         used: list[str] = []  # tokens sent, scrubbed from any error text the server echoes back
         for replay in (False, True):
             token: AccessToken = yield GetToken(resolved)
             used.append(token.value)
             headers = {"Authorization": f"Bearer {token.value}", "Accept": "application/json"}
-            call = self.call(method, url, params=params, json=json, headers=headers)
+            call = self.call(method, url, params=query, json=json, headers=headers)
             outcome, n = yield from self.send(call, idempotent=idempotent)
             attempts += n
             if isinstance(outcome, NoReply):

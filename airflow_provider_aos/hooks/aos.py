@@ -15,9 +15,9 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar, Unpack
 
 import httpx
 from airflow.providers.common.compat.sdk import BaseHook
@@ -33,6 +33,7 @@ from airflow_provider_aos.pagination import (
     PageRequest,
     PageWalk,
     PagingStyle,
+    QueryParams,
     to_params,
 )
 from airflow_provider_aos.protocol import (
@@ -45,6 +46,7 @@ from airflow_provider_aos.protocol import (
     GetToken,
     NoReply,
     Reply,
+    RequestOptions,
     Sleep,
     Stepper,
     Steps,
@@ -57,7 +59,6 @@ __all__ = ["AosAsyncHook", "AosHook", "token_endpoint_from_discovery"]
 
 USER_AGENT = "airflow-provider-aos"
 T = TypeVar("T")
-QueryParams = Mapping[str, Any] | Iterable[tuple[str, Any]] | None
 
 
 def mask(value: str) -> None:
@@ -131,6 +132,43 @@ def _no_reply(exc: BaseException, call: Call) -> NoReply:
     return NoReply(Failure.TRANSPORT, type(exc).__name__)
 
 
+class PageOptions(TypedDict, total=False):
+    """
+    Options of a page walk, for both hooks.
+
+    :param params: query parameters of the first page.
+    :param scope: the permission the endpoint needs.
+    :param style: the endpoint's paging style (default: ``nextLink`` with ``skipToken``).
+    :param method: ``GET``, or ``POST`` for endpoints that page through a JSON body.
+    :param json: JSON body of the first page (POST paging).
+    :param max_pages: stop after this many pages.
+    :param max_empty_pages: fail after this many empty pages in a row that still link onwards.
+    """
+
+    params: QueryParams
+    scope: str | None
+    style: PagingStyle | None
+    method: str
+    json: Any
+    max_pages: int | None
+    max_empty_pages: int
+
+
+def _first_page(path: str, options: PageOptions) -> tuple[PageRequest, str | None]:
+    request = PageRequest(
+        url=path,
+        params=to_params(options.get("params")),
+        method=options.get("method", "GET"),
+        json=options.get("json"),
+    )
+    return request, options.get("scope")
+
+
+def _page_request(request: PageRequest, scope: str | None) -> RequestOptions:
+    # Paging reads data, so a POST here is as safe to retry as a GET.
+    return {"params": request.params, "json": request.json, "scope": scope, "idempotent": True}
+
+
 class _AosHookBase(BaseHook):
     """What the sync and the async hook share: arguments, token cache, the protocol session."""
 
@@ -165,10 +203,6 @@ class _AosHookBase(BaseHook):
             attempt_timeout=self.attempt_timeout,
             logger=self.log,
         )
-
-    @staticmethod
-    def _first_page(path: str, params: QueryParams, method: str, json: Any) -> PageRequest:
-        return PageRequest(url=path, params=to_params(params), method=method, json=json)
 
 
 class AosHook(_AosHookBase):
@@ -302,17 +336,7 @@ class AosHook(_AosHookBase):
         """The absolute URL of an API path; an absolute URL must be on the configured API host."""
         return self.protocol.url_for(path_or_url)
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: QueryParams = None,
-        json: Any = None,
-        scope: str | None = None,
-        idempotent: bool | None = None,
-        ok_statuses: Collection[int] = (),
-    ) -> Reply:
+    def request(self, method: str, path: str, **options: Unpack[RequestOptions]) -> Reply:
         """
         Send one authenticated request; raise :class:`AosApiError` on an error status.
 
@@ -321,64 +345,31 @@ class AosHook(_AosHookBase):
 
         :param method: HTTP method.
         :param path: API path (``aos/audit``) or an absolute URL on the API host.
-        :param params: query parameters; list values are sent as repeated parameters.
-        :param json: JSON body.
-        :param scope: the permission the endpoint needs (default: the connection's ``scope``).
-        :param idempotent: whether retrying after a server error is safe (default: by method).
-        :param ok_statuses: error statuses to return instead of raising (e.g. Opus's 418).
+        :param options: ``params``, ``json``, ``scope``, ``idempotent``, ``ok_statuses``
+            (:class:`~airflow_provider_aos.protocol.RequestOptions`).
         """
-        steps = self.protocol.request(
-            method, path, params=to_params(params), json=json, scope=scope,
-            idempotent=idempotent, ok_statuses=ok_statuses,
-        )  # fmt: skip
-        reply: Reply = self._run(steps)
+        reply: Reply = self._run(self.protocol.request(method, path, **options))
         return reply
 
-    def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+    def request_json(self, method: str, path: str, **options: Unpack[RequestOptions]) -> Any:
         """:meth:`request`, returning the decoded JSON body (None for an empty body)."""
-        if "params" in kwargs:
-            kwargs["params"] = to_params(kwargs["params"])
-        return self._run(self.protocol.request_json(method, path, **kwargs))
+        return self._run(self.protocol.request_json(method, path, **options))
 
-    def paginate(
-        self,
-        path: str,
-        *,
-        params: QueryParams = None,
-        scope: str | None = None,
-        style: PagingStyle | None = None,
-        method: str = "GET",
-        json: Any = None,
-        max_pages: int | None = None,
-        max_empty_pages: int = DEFAULT_MAX_EMPTY_PAGES,
-    ) -> PageIterator:
+    def paginate(self, path: str, **options: Unpack[PageOptions]) -> PageIterator:
         """
         Walk a list endpoint lazily. Iterate the result for records, or ``.pages`` for pages.
 
         :param path: API path of the list endpoint.
-        :param params: query parameters of the first page.
-        :param scope: the permission the endpoint needs.
-        :param style: the endpoint's paging style (default: ``nextLink`` with ``skipToken``).
-        :param method: ``GET``, or ``POST`` for endpoints that page through a JSON body.
-        :param json: JSON body of the first page (POST paging).
-        :param max_pages: stop after this many pages.
-        :param max_empty_pages: fail after this many empty pages in a row that still link onwards.
+        :param options: ``params``, ``scope``, ``style``, ``method``, ``json``, ``max_pages``,
+            ``max_empty_pages`` (:class:`PageOptions`).
         """
-
-        def fetch(request: PageRequest) -> Any:
-            # Paging reads data, so a POST here is as safe to retry as a GET.
-            return self.request_json(
-                request.method,
-                request.url,
-                params=request.params,
-                json=request.json,
-                scope=scope,
-                idempotent=True,
-            )
-
-        first = self._first_page(path, params, method, json)
+        first, scope = _first_page(path, options)
         return PageIterator(
-            fetch, first, style or NextLinkPaging(), max_pages=max_pages, max_empty_pages=max_empty_pages
+            lambda request: self.request_json(request.method, request.url, **_page_request(request, scope)),
+            first,
+            options.get("style") or NextLinkPaging(),
+            max_pages=options.get("max_pages"),
+            max_empty_pages=options.get("max_empty_pages", DEFAULT_MAX_EMPTY_PAGES),
         )
 
     # -- Airflow integration ----------------------------------------------------------------------
@@ -560,60 +551,31 @@ class AosAsyncHook(_AosHookBase):
         """A bearer token for ``scope``, from the cache when still fresh."""
         return (await self._token((await self._session()).resolve_scope(scope))).value
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: QueryParams = None,
-        json: Any = None,
-        scope: str | None = None,
-        idempotent: bool | None = None,
-        ok_statuses: Collection[int] = (),
-    ) -> Reply:
+    async def request(self, method: str, path: str, **options: Unpack[RequestOptions]) -> Reply:
         """:meth:`AosHook.request`, awaited."""
-        steps = (await self._session()).request(
-            method, path, params=to_params(params), json=json, scope=scope,
-            idempotent=idempotent, ok_statuses=ok_statuses,
-        )  # fmt: skip
-        reply: Reply = await self._run(steps)
+        reply: Reply = await self._run((await self._session()).request(method, path, **options))
         return reply
 
-    async def request_json(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def request_json(self, method: str, path: str, **options: Unpack[RequestOptions]) -> Any:
         """:meth:`AosHook.request_json`, awaited."""
-        if "params" in kwargs:
-            kwargs["params"] = to_params(kwargs["params"])
-        return await self._run((await self._session()).request_json(method, path, **kwargs))
+        return await self._run((await self._session()).request_json(method, path, **options))
 
-    async def paginate(
-        self,
-        path: str,
-        *,
-        params: QueryParams = None,
-        scope: str | None = None,
-        style: PagingStyle | None = None,
-        method: str = "GET",
-        json: Any = None,
-        max_pages: int | None = None,
-        max_empty_pages: int = DEFAULT_MAX_EMPTY_PAGES,
-    ) -> AsyncIterator[Page]:
+    async def paginate(self, path: str, **options: Unpack[PageOptions]) -> AsyncIterator[Page]:
         """
         Walk a list endpoint lazily, a page at a time (``async for page in hook.paginate(...)``).
 
         The same walk as :meth:`AosHook.paginate` (styles, shape checks, cycle detection); only the
         page in hand is held.
         """
-        walk = PageWalk(style or NextLinkPaging(), max_empty_pages=max_empty_pages)
-        request: PageRequest | None = walk.first(self._first_page(path, params, method, json))
+        first, scope = _first_page(path, options)
+        walk = PageWalk(
+            options.get("style") or NextLinkPaging(),
+            max_empty_pages=options.get("max_empty_pages", DEFAULT_MAX_EMPTY_PAGES),
+        )
+        request: PageRequest | None = walk.first(first)
+        max_pages = options.get("max_pages")
         while request is not None and (max_pages is None or walk.page_number < max_pages):
-            body = await self.request_json(
-                request.method,
-                request.url,
-                params=request.params,
-                json=request.json,
-                scope=scope,
-                idempotent=True,
-            )
+            body = await self.request_json(request.method, request.url, **_page_request(request, scope))
             items, following = walk.advance(request, body)
             yield Page(walk.page_number, items, request)
             request = following
