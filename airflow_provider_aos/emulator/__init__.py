@@ -1,4 +1,5 @@
-"""Local emulator of the AOS identity service and Graph audit API, for tests, benchmarks and demos.
+"""Local emulator of the AOS identity service and Graph API (audit, backup and scan jobs, M365 restore),
+for tests, benchmarks and demos.
 
 Standalone on purpose: it must never import Airflow, so it starts fast as a subprocess.
 """

@@ -138,6 +138,45 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.client_secret,
         help="client secret of the default app registration (default: the built-in demo secret)",
     )
+    p.add_argument(
+        "--jobs-per-service",
+        type=int,
+        default=d.jobs_per_service,
+        help="seeded backup/scan jobs per service, spread over the data range (default: %(default)s)",
+    )
+    p.add_argument(
+        "--spelling",
+        choices=("sample", "table"),
+        default=d.spelling,
+        help="field spellings where the docs give two: as in the samples (totalCount, *Count, nextLink, "
+        "Salesforce state) or as in the tables (totalNumber, *Number, nextlink, status) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--first-page-index",
+        type=int,
+        choices=(0, 1),
+        default=d.first_page_index,
+        help="first page index of the M365 and Salesforce job lists; 1 makes pages 0 and 1 the same page "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--scan-skip",
+        choices=("items", "pages"),
+        default=d.scan_skip,
+        help="what skip counts in the AOS scan job list's next links (default: %(default)s)",
+    )
+    p.add_argument(
+        "--restore-seconds",
+        type=float,
+        default=d.restore_seconds,
+        help="how long a Microsoft 365 restore job runs before it ends (default: %(default)s)",
+    )
+    p.add_argument(
+        "--restore-outcome",
+        choices=("succeeded", "failed", "partial"),
+        default=d.restore_outcome,
+        help="how Microsoft 365 restore jobs end (default: %(default)s)",
+    )
     p.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
     p.add_argument(
         "--ready-file",
@@ -158,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         token_ttl=args.token_ttl, latency=args.latency, fault_rate=args.fault_rate,
         fault_kinds=args.fault_kinds, retry_after=args.retry_after, discovery=args.discovery,
         client_id=args.client_id, client_secret=args.client_secret, verbose=args.verbose,
+        jobs_per_service=args.jobs_per_service, spelling=args.spelling,
+        first_page_index=args.first_page_index, scan_skip=args.scan_skip,
+        restore_seconds=args.restore_seconds, restore_outcome=args.restore_outcome,
     )  # fmt: skip
     try:
         emulator = AosEmulator(config)
