@@ -100,7 +100,22 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "AvePoint Online Services",
-                "python-modules": ["airflow_provider_aos.operators.audit"],
+                "python-modules": [
+                    "airflow_provider_aos.operators.audit",
+                    "airflow_provider_aos.operators.backup",
+                ],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "AvePoint Online Services",
+                "python-modules": ["airflow_provider_aos.sensors.backup"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "AvePoint Online Services",
+                "python-modules": ["airflow_provider_aos.triggers.jobs"],
             }
         ],
         "connection-types": [
