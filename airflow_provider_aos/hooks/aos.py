@@ -469,6 +469,7 @@ class AosAsyncHook(_AosHookBase):
         self._protocol: AosSession | None = None
         self._client: httpx.AsyncClient | None = None
         self._token_lock = asyncio.Lock()
+        self._minted: list[str] = []  # client assertions sent, to be masked
 
     async def __aenter__(self) -> AosAsyncHook:
         return self
@@ -492,7 +493,9 @@ class AosAsyncHook(_AosHookBase):
             for secret in config.secrets():
                 await amask(secret)
             # Reading a key file and parsing a key are blocking work: off the loop.
-            credential = await asyncio.to_thread(credential_for, config, mask)
+            # Assertions are minted inside the (sync) protocol steps on the loop; they are masked
+            # right after, the async way (a sync mask_secret may block on the supervisor there).
+            credential = await asyncio.to_thread(credential_for, config, self._minted.append)
             self._protocol = self._new_session(config, credential)
         return self._protocol
 
@@ -541,7 +544,9 @@ class AosAsyncHook(_AosHookBase):
             token = self.tokens.get(scope)
             if token is None:
                 token = await self._run((await self._session()).fetch_token(scope))
-                await amask(token.value)
+                for value in (token.value, *self._minted):
+                    await amask(value)
+                self._minted.clear()
                 self.tokens.put(scope, token)
             return token
 

@@ -27,3 +27,29 @@ def test_client_assertion_is_masked(emulator: AosEmulator, aos_connection, cert_
     (assertion,) = emulator.received_assertions()
     assert redact(f"assertion={assertion}") == "assertion=***"
     assert redact(token) == "***"
+
+
+def test_async_hook_masks_its_token_and_assertion(
+    emulator: AosEmulator, aos_connection, cert_bundle: CertBundle
+):
+    import asyncio
+
+    from airflow_provider_aos.hooks.aos import AosAsyncHook
+
+    emulator.register_client(
+        "masked-async-client", certificate_pem=cert_bundle.cert_pem, scopes=["audit.read.all"]
+    )
+    conn = aos_connection(
+        login="masked-async-client",
+        password=None,
+        extra={"private_key": cert_bundle.key_pem, "certificate": cert_bundle.cert_pem},
+    )
+
+    async def token() -> str:
+        async with AosAsyncHook(conn) as hook:
+            return await hook.get_access_token("audit.read.all")
+
+    value = asyncio.run(token())
+    (assertion,) = emulator.received_assertions()
+    assert redact(f"assertion={assertion}") == "assertion=***"
+    assert redact(value) == "***"
