@@ -31,6 +31,8 @@ from airflow_provider_aos.pagination import PageRequest, PageWalk
 from airflow_provider_aos.protocol import AosSession, Sleep, Steps
 
 DEFAULT_MAX_CONSECUTIVE_ERRORS = 5
+MAX_ERROR_BACKOFF = 600.0
+"""Seconds: the longest wait after failed polls (unless the poll interval itself is longer)."""
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -44,6 +46,18 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, AosAuthError):
         return exc.status is None or exc.status >= 500
     return False
+
+
+def error_backoff(poll_interval: float, errors: int) -> float:
+    """
+    Seconds to wait after ``errors`` failed polls in a row: the poll interval, doubled for each
+    further failure, at most ``max(poll_interval, MAX_ERROR_BACKOFF)``.
+
+    Never sooner than a healthy poll: a wait that is rate-limited (429 after the hook's own retries)
+    slows down rather than speeding up, and tolerating ``max_consecutive_errors`` failures covers at
+    least as long an outage as a poke-mode sensor polling every ``poll_interval`` does.
+    """
+    return float(min(poll_interval * 2.0 ** max(errors - 1, 0), max(poll_interval, MAX_ERROR_BACKOFF)))
 
 
 def read_job(
@@ -224,7 +238,7 @@ def wait_for_job(
                 return job_event("error", last, f"polling {what} failed: {exc}")
             if errors >= max_consecutive_errors:
                 return job_event("error", last, f"polling {what} failed {errors} times in a row: {exc}")
-            wait = min(poll_interval, 2.0**errors)
+            wait = error_backoff(poll_interval, errors)
             log.warning(
                 "Polling %s failed (%s); transient, try %d of %d in %.0fs",
                 what, exc, errors, max_consecutive_errors, wait,
