@@ -9,6 +9,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_aos.hooks.aos import AosAsyncHook
 from airflow_provider_aos.jobs_api import DEFAULT_MAX_CONSECUTIVE_ERRORS, JobQuery, job_event, wait_for_job
+from airflow_provider_aos.retry import RetryPolicy
 
 
 class AosJobTrigger(BaseTrigger):
@@ -32,6 +33,9 @@ class AosJobTrigger(BaseTrigger):
     :param poll_interval: seconds between polls.
     :param deadline: epoch seconds after which the wait ends with a timeout event; None: no limit.
     :param max_consecutive_errors: transient failures in a row tolerated before an error event.
+    :param retry_attempts: attempts per request within one poll (the hook's retry policy, with
+        backoff and ``Retry-After``); None: the hook's default (6). Each failed poll has used them all,
+        so the requests of an outage multiply: ``retry_attempts`` x ``max_consecutive_errors``.
     """
 
     def __init__(
@@ -42,6 +46,7 @@ class AosJobTrigger(BaseTrigger):
         poll_interval: float = 60.0,
         deadline: float | None = None,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
+        retry_attempts: int | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.query = dict(query)
@@ -49,6 +54,7 @@ class AosJobTrigger(BaseTrigger):
         self.poll_interval = float(poll_interval)
         self.deadline = None if deadline is None else float(deadline)
         self.max_consecutive_errors = int(max_consecutive_errors)
+        self.retry_attempts = None if retry_attempts is None else max(1, int(retry_attempts))
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -59,15 +65,20 @@ class AosJobTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "deadline": self.deadline,
                 "max_consecutive_errors": self.max_consecutive_errors,
+                "retry_attempts": self.retry_attempts,
             },
         )
 
     def _hook(self) -> AosAsyncHook:
-        return AosAsyncHook(self.aos_conn_id)
+        policy = None if self.retry_attempts is None else RetryPolicy(max_attempts=self.retry_attempts)
+        return AosAsyncHook(self.aos_conn_id, retry_policy=policy)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        query = JobQuery.from_dict(self.query)
+        # Whatever goes wrong (an unknown kind, a missing or invalid connection) ends in one event.
+        what = f"{self.query.get('kind')} job {self.query.get('job_id') or '(newest)'}"
         try:
+            query = JobQuery.from_dict(self.query)
+            what = query.describe()
             async with self._hook() as hook:
                 event = await hook.drive(
                     lambda session: wait_for_job(
@@ -78,6 +89,6 @@ class AosJobTrigger(BaseTrigger):
                         max_consecutive_errors=self.max_consecutive_errors,
                     )
                 )
-        except Exception as exc:  # e.g. the connection is missing or invalid: say so, do not crash
-            event = job_event("error", None, f"waiting for {query.describe()} failed: {exc}")
+        except Exception as exc:
+            event = job_event("error", None, f"waiting for {what} failed: {exc}")
         yield TriggerEvent(event)  # type: ignore[no-untyped-call]
