@@ -163,7 +163,10 @@ class JobKind:
     :param error_list_field: a list of ``{value, number, isErrorCode, url}`` (M365 ``jobErrors``).
     :param error_fields: text fields that hold an error message when not empty.
     :param detail_fields: kind-specific primitives kept in :attr:`AosJob.details`.
-    :param detail_item_key: where the job sits in a detail response (M365: ``data``); None: the body.
+    :param detail_item_key: where the job sits in a detail response (M365: ``data``; Opus restore:
+        ``job``); None: the body.
+    :param detail_id_param: a status endpoint that takes the job id as this query parameter
+        (Opus ``GetRestoreJobStatus?jobId=``); None: ``detail_path`` has a ``{job_id}`` placeholder.
     :param start_path, start_scope: the endpoint that starts such a job, and its scope.
     """
 
@@ -194,6 +197,7 @@ class JobKind:
     error_fields: tuple[str, ...] = ()
     detail_fields: tuple[str, ...] = ()
     detail_item_key: str | None = None
+    detail_id_param: str | None = None
     start_path: str | None = None
     start_scope: str | None = None
 
@@ -316,6 +320,8 @@ class JobKind:
             if "location" not in self.filters:
                 raise AosConfigError("location", f"{self.title} jobs have no location parameter")
             params.append((self.filters["location"].param, location))
+        if self.poll_by == "detail" and self.detail_path and self.detail_id_param:
+            return self.detail_path, [(self.detail_id_param, job_id), *params]
         if self.poll_by == "detail" and self.detail_path:
             return self.detail_path.format(job_id=quote(job_id, safe="")), params
         if self.poll_by == "search" and self.list_path and self.id_search_param:
@@ -441,6 +447,23 @@ _DYNAMICS_STATES = _states(
 )
 _GOOGLE_STATES = _states(
     (0, "In progress", _R), (2, "Finished", _S), (3, "Failed", _F), (7, "Finished with exception", _P)
+)
+
+# opus.md §2. -1 "None" is documented but means nothing yet: UNKNOWN, not terminal, no warning.
+# The status sample pairs 2 (Finished) with progress 75 and no finishTime: the status decides.
+_OPUS_RESTORE_STATES = _states(
+    (-1, "None", _U),
+    (0, "Waiting", _R),
+    (1, "In progress", _R),
+    (2, "Finished", _S),
+    (3, "Failed", _F),
+    (4, "Finished with exception", _P),
+    (5, "Stopped", _X),
+    (6, "Skipped", _K),
+    (7, "Stopping", _R),  # turns into Stopped
+    (8, "Calculating", _R),
+    (9, "Pending", _R),
+    (10, "Timed out", _F),
 )
 
 JOB_KINDS: dict[str, JobKind] = {
@@ -637,6 +660,28 @@ JOB_KINDS: dict[str, JobKind] = {
             id_fields=("id", "jobId"),
             state_fields=("state", "status"),
             detail_fields=("type", "category", "scanProfileName"),
+        ),
+        # Restore of archived data (opus.md §2): no list, one status endpoint keyed by a query
+        # parameter, the job under "job". Started by RestoreSiteCollection / RestoreTeamsGroup
+        # (operators/opus_restore.py: two start paths, so none here).
+        JobKind(
+            name="opus_restore",
+            title="AvePoint Opus restore",
+            scope="records.readwrite.all",
+            list_path=None,
+            detail_path="/api/restore/GetRestoreJobStatus",
+            paging=None,
+            item_keys=(),
+            filters={},
+            time_params=None,
+            states=_OPUS_RESTORE_STATES,
+            poll_by="detail",
+            detail_id_param="jobId",
+            detail_item_key="job",
+            id_fields=("id", "jobId"),
+            state_fields=("status",),
+            detail_fields=("progress",),
+            start_scope="records.readwrite.all",
         ),
     )
 }
@@ -926,7 +971,10 @@ def job_from_response(kind: JobKind | str, body: Any, job_id: str | None = None)
     if not isinstance(item, Mapping):
         where = f"under {kind.detail_item_key!r}" if kind.detail_item_key else "in the body"
         seen = ", ".join(sorted(map(str, body))) if isinstance(body, Mapping) else type(body).__name__
-        raise AosJobParseError(f"{kind.title} job detail: no job object {where}; keys seen: {seen}")
+        said = body.get("message") if isinstance(body, Mapping) else None
+        # An envelope with success false (Opus) says why there is no job: keep its words.
+        said = f"; the API said: {said.strip()}" if isinstance(said, str) and said.strip() else ""
+        raise AosJobParseError(f"{kind.title} job detail: no job object {where}; keys seen: {seen}{said}")
     if job_id is not None and _first(item, kind.id_fields) is None:
         item = {**item, kind.id_fields[0]: job_id}
     return parse_job(kind, item)
