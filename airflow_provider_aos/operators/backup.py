@@ -6,6 +6,7 @@ import contextlib
 import re
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -486,11 +487,18 @@ class AosM365RestoreOperator(BaseOperator):
         kind = get_job_kind(RESTORE_KIND)
         assert kind.start_path is not None
         params = {"location": self.location} if self.location else None
+        path, scope = kind.start_path, kind.start_scope
+        # The hook's generic 429 backoff (about 30 s over 6 attempts) would hide the capacity signal
+        # from this loop and stretch each try: the POST goes out with 429 left to capacity_poll_interval.
+        policy = hook.retry_policy
+        session = replace(
+            hook.protocol, retry_policy=replace(policy, retry_statuses=policy.retry_statuses - {429})
+        )
         deadline = time.monotonic() + self.capacity_timeout
         while True:
             try:
-                reply = hook.request_json(
-                    "POST", kind.start_path, params=params, json=body, scope=kind.start_scope
+                reply = hook.drive(
+                    lambda _: session.request_json("POST", path, params=params, json=body, scope=scope)
                 )
                 break
             except AosApiError as exc:
