@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from airflow_provider_aos import jobs
+from airflow_provider_aos.exceptions import AosConfigError
 from airflow_provider_aos.jobs import (
     JOB_KINDS,
     AosJobParseError,
@@ -17,7 +18,9 @@ from airflow_provider_aos.jobs import (
     job_from_response,
 )
 from airflow_provider_aos.jobs_api import read_job
-from airflow_provider_aos.sensors.jobs import JobVerdict
+from airflow_provider_aos.operators.jobs import LabelledJobVerdict
+from airflow_provider_aos.operators.opus_restore import conflict_resolution, opus_restore_plan
+from airflow_provider_aos.sensors.jobs import AosJobSensorFailedError, JobVerdict
 
 R, S, P, F = JobState.RUNNING, JobState.SUCCEEDED, JobState.PARTIAL, JobState.FAILED
 X, K, U = JobState.STOPPED, JobState.SKIPPED, JobState.UNKNOWN
@@ -197,3 +200,89 @@ def test_read_job_asks_the_status_endpoint_with_the_job_id_and_the_records_scope
 
 def test_existing_kinds_still_put_the_job_id_in_the_path():
     assert get_job_kind("m365_restore").poll_request("FB 1") == ("/backup/m365/cloudbackupjobs/FB%201", [])
+
+
+# -- the restore request: every argument mapped to its documented body field, or refused by name ---
+
+
+def test_every_argument_maps_to_its_documented_body_field():
+    plan = opus_restore_plan(
+        "site_collection",
+        " https://contoso.sharepoint.com/sites/Archive ",
+        "Append",
+        1,
+        True,
+        "false",  # a rendered template
+        "megan@contoso.com",
+        "30",
+    )
+    assert plan.target.start_path == "/api/restore/RestoreSiteCollection"
+    assert plan.target.check_path == "/api/restore/HasArchivedSiteCollectionData"
+    assert plan.target.grace_path == "/api/restore/SetRestoreGracePeriodSiteCollection"
+    assert plan.body == {
+        "scope": "https://contoso.sharepoint.com/sites/Archive",
+        "conflictResolution": 2,
+        "appsConflictResolution": 1,
+        "includeWorkflowDefinition": True,
+        "includeSharingLink": False,
+        "siteAdministratorUserPrincipalName": "megan@contoso.com",
+    }
+    assert plan.grace_period_days == 30
+
+
+def test_teams_group_paths_and_optional_fields_left_out():
+    plan = opus_restore_plan("Teams-Group", "finance@contoso.com")
+    assert plan.body == {"scope": "finance@contoso.com"}  # the service's defaults apply
+    assert plan.grace_period_days is None
+    assert (plan.target.check_path, plan.target.start_path, plan.target.grace_path) == (
+        "/api/restore/HasArchivedTeamsGroupData",
+        "/api/restore/RestoreTeamsGroup",
+        "/api/restore/SetRestoreGracePeriodTeamsGroup",
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ({"kind": "site"}, "kind"),
+        ({"scope": "contoso.sharepoint.com/sites/A"}, "scope"),
+        ({"scope": "http://contoso.sharepoint.com/sites/A"}, "scope"),
+        ({"kind": "teams_group", "scope": "https://contoso.sharepoint.com/sites/A"}, "scope"),
+        ({"kind": "teams_group", "scope": "finance"}, "scope"),
+        ({"scope": None}, "scope"),
+        ({"conflict": 3}, "conflict_resolution"),
+        ({"conflict": "Replace"}, "conflict_resolution"),
+        ({"conflict": True}, "conflict_resolution"),
+        ({"apps_conflict": -1}, "apps_conflict_resolution"),
+        ({"include_workflow_definition": "yes"}, "include_workflow_definition"),
+        ({"include_sharing_link": 1}, "include_sharing_link"),
+        ({"site_administrator": "megan"}, "site_administrator"),
+        ({"grace_period_days": 366}, "grace_period_days"),
+        ({"grace_period_days": -1}, "grace_period_days"),
+        ({"grace_period_days": 1.5}, "grace_period_days"),
+        ({"grace_period_days": True}, "grace_period_days"),
+    ],
+)
+def test_a_bad_argument_is_refused_naming_its_field(args: dict, field: str):
+    given = {"kind": "site_collection", "scope": "https://contoso.sharepoint.com/sites/A", **args}
+    with pytest.raises(AosConfigError) as failure:
+        opus_restore_plan(**given)
+    assert failure.value.field == field
+    assert str(failure.value).startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize(
+    ("value", "code"), [(0, 0), ("0", 0), ("overwrite", 0), ("Skip", 1), (" APPEND ", 2), (2, 2)]
+)
+def test_conflict_resolution_takes_the_number_or_the_label(value: object, code: int):
+    assert conflict_resolution(value, "conflict_resolution") == code
+
+
+@pytest.mark.parametrize(("raw", "label"), [(3, "Failed"), (10, "Timed out"), (5, "Stopped"), (6, "Skipped")])
+def test_failures_name_the_status_label(raw: int, label: str):
+    verdict = LabelledJobVerdict.labelled(JobVerdict.of(("SUCCEEDED",), ("FAILED", "STOPPED"), False))
+    with pytest.raises(AosJobSensorFailedError) as failure:
+        verdict.judge(job_from_response("opus_restore", status_body(raw), "job-1"))
+    assert f"(raw state {raw} {label!r})" in str(failure.value)
+    assert failure.value.job is not None
+    assert failure.value.job["raw_state"] == raw
