@@ -11,10 +11,27 @@ RANDOM_FAULT_KINDS: tuple[str, ...] = ("429", "500", "503", "drop")
 SPELLINGS: tuple[str, ...] = ("sample", "table")
 SCAN_SKIP_UNITS: tuple[str, ...] = ("items", "pages")
 RESTORE_OUTCOMES: tuple[str, ...] = ("succeeded", "failed", "partial")
+# Opus (opus.md): the two spellings of the conflict field, and how Opus restore jobs may end
+# (name -> GetRestoreJobStatus ``job.status``: 2 Finished, 3 Failed, 4 Finished with exception,
+# 5 Stopped, 6 Skipped, 10 Timed out).
+OPUS_CONFLICT_SPELLINGS: tuple[str, ...] = ("conflictOption", "confilictOption")
+OPUS_INVALID_RECORD: tuple[str, ...] = ("item", "request")
+OPUS_MESSAGE_STYLES: tuple[str, ...] = ("string", "list")
+OPUS_RESTORE_OUTCOMES: dict[str, int] = {
+    "finished": 2, "failed": 3, "partial": 4, "stopped": 5, "skipped": 6, "timed_out": 10,
+}  # fmt: skip
+# Archived scopes every emulator starts with, so a demo can restore without setting anything up.
+OPUS_DEMO_ARCHIVES: tuple[tuple[str, str], ...] = (
+    ("site_collection", "https://contoso.sharepoint.com/sites/ArchivedProjects"),
+    ("teams_group", "archived-team@contoso.onmicrosoft.com"),
+)
 RUNTIME_SETTINGS: frozenset[str] = frozenset(
     {
         "latency", "fault_rate", "fault_kinds", "retry_after", "token_ttl", "page_size", "discovery",
         "spelling", "first_page_index", "scan_skip", "restore_seconds", "restore_outcome",
+        "opus_conflict_spelling", "opus_invalid_record", "opus_due_empty_status", "opus_destroy_status",
+        "opus_message_style", "opus_retention_days", "opus_restore_seconds", "opus_restore_outcome",
+        "opus_restore_failure_status",
     }
 )  # fmt: skip
 
@@ -49,6 +66,27 @@ class EmulatorConfig:
         nextLink, §8; the walk then ends on an empty page).
     :param restore_seconds: how long a job started by ``POST /backup/m365/restore/jobs`` runs.
     :param restore_outcome: how it ends: "succeeded", "failed" or "partial".
+    :param opus_conflict_spelling: the conflict field's name in Opus ``failedItems`` items:
+        "conflictOption" (the corrected spelling) or "confilictOption" (the one the docs say the
+        response keeps).
+    :param opus_invalid_record: a submitted record missing a required column (or with an empty
+        ``rowKey``) is reported in ``failedItems`` of a 418 while the others are stored ("item"), or
+        fails the whole call with 400 and nothing stored ("request").
+    :param opus_due_empty_status: 200 (an empty ``queriedItems``, as the Opus page shows) or 204 (no
+        body, as the general status page says) when no record is due.
+    :param opus_destroy_status: 200 (``{statusCode: 200, message: null}``) or 204 (no body) for a
+        destroy call in which every id succeeded.
+    :param opus_message_style: ``message`` of an Opus 418: "string" or "list" (one text per failed
+        item; the destroy table types it as a list).
+    :param opus_retention_days: records with no disposal due date set explicitly are due this many
+        days after their ``timeModified`` (when it parses as a date-time); None = not due.
+    :param opus_restore_seconds: how long an Opus restore job started over HTTP runs.
+    :param opus_restore_outcome: how it ends (unless its archive says otherwise): "finished",
+        "failed", "partial", "stopped", "skipped" or "timed_out".
+    :param opus_restore_failure_status: HTTP status of an Opus restore-API answer with
+        ``success: false`` (undocumented): 400 or 200.
+    :param opus_archives: (kind, scope) pairs that have archived data from the start; kind is
+        "site_collection" (scope = site URL) or "teams_group" (scope = group email).
     """
 
     host: str = "127.0.0.1"
@@ -73,6 +111,16 @@ class EmulatorConfig:
     scan_skip: str = "items"  # "items" | "pages": what /aos/jobs `skip` counts
     restore_seconds: float = 5.0  # run time of jobs started by the restore endpoint
     restore_outcome: str = "succeeded"  # how those restore jobs end
+    opus_conflict_spelling: str = "conflictOption"  # or "confilictOption" (failedItems items)
+    opus_invalid_record: str = "item"  # "item": 418 failedItems | "request": 400 for the call
+    opus_due_empty_status: int = 200  # 200 | 204 when no record is due
+    opus_destroy_status: int = 200  # 200 | 204 for a fully successful destroy
+    opus_message_style: str = "string"  # "string" | "list": message of an Opus 418
+    opus_retention_days: float | None = None  # derived disposal due = timeModified + days
+    opus_restore_seconds: float = 5.0  # run time of Opus restore jobs started over HTTP
+    opus_restore_outcome: str = "finished"  # how they end (see OPUS_RESTORE_OUTCOMES)
+    opus_restore_failure_status: int = 400  # HTTP status of {success: false} answers
+    opus_archives: tuple[tuple[str, str], ...] = OPUS_DEMO_ARCHIVES
 
 
 def _choice(key: str, value: object, allowed: tuple[str, ...]) -> str:
@@ -106,6 +154,31 @@ def validated_settings(changes: Mapping[str, object]) -> dict[str, Any]:
             out[key] = _choice(key, value, SCAN_SKIP_UNITS)
         elif key == "restore_outcome":
             out[key] = _choice(key, value, RESTORE_OUTCOMES)
+        elif key == "opus_conflict_spelling":
+            if not isinstance(value, str) or value.lower() not in {
+                s.lower() for s in OPUS_CONFLICT_SPELLINGS
+            }:
+                raise ValueError(f"{key} must be one of {OPUS_CONFLICT_SPELLINGS}")
+            out[key] = next(s for s in OPUS_CONFLICT_SPELLINGS if s.lower() == value.lower())
+        elif key == "opus_invalid_record":
+            out[key] = _choice(key, value, OPUS_INVALID_RECORD)
+        elif key == "opus_message_style":
+            out[key] = _choice(key, value, OPUS_MESSAGE_STYLES)
+        elif key == "opus_restore_outcome":
+            out[key] = _choice(key, value, tuple(OPUS_RESTORE_OUTCOMES))
+        elif key == "opus_retention_days" and value is None:
+            out[key] = None
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key} must be a number")
+        elif key in ("opus_due_empty_status", "opus_destroy_status", "opus_restore_failure_status"):
+            allowed = (200, 400) if key == "opus_restore_failure_status" else (200, 204)
+            if value not in allowed:
+                raise ValueError(f"{key} must be one of {allowed}")
+            out[key] = int(value)
+        elif key in ("opus_retention_days", "opus_restore_seconds"):
+            if not 0 <= value <= 36_500:
+                raise ValueError(f"{key} out of range")
+            out[key] = float(value)
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{key} must be a number")
         elif key == "first_page_index":

@@ -1,4 +1,4 @@
-"""What the HTTP front and the service modules (audit.py, jobs.py) exchange.
+"""What the HTTP front and the service modules (audit.py, jobs.py, opus.py) exchange.
 
 A service module turns a parsed :class:`Request` into a :class:`Reply` and never touches the
 socket; the front (server.py) owns routing, bearer/scope checks, faults, latency and counters.
@@ -41,6 +41,7 @@ class Reply:
     payload: object
     headers: dict[str, str] = field(default_factory=dict)
     stat: str | None = None  # counter to bump; None = the route's own counter on 2xx
+    counts: dict[str, int] = field(default_factory=dict)  # further counters to add to (e.g. items)
 
 
 # (status, message, errors) -> the error answer in the endpoint's own envelope family.

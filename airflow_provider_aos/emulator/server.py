@@ -1,7 +1,7 @@
 """HTTP front of the emulator: identity service, Graph routes and admin endpoints on one port.
 
 Layout under ``root_url``: ``/identity`` (discovery, ``/connect/token``), ``/graph`` (the routes of
-the service modules: audit.py, jobs.py) and ``/_emulator`` (admin, for subprocess users). This module owns
+the service modules: audit.py, jobs.py, opus.py) and ``/_emulator`` (admin, for subprocess users). This module owns
 the routing table, the bearer-token and scope check, faults, latency and counters; the service
 modules only turn a parsed request into an answer. Standard library only, besides PyJWT and
 cryptography in identity.py, so it starts fast and never imports Airflow.
@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .audit import AUDIT_SCOPE, MAX_WINDOW, AuditQuery, AuditService, canonical_values, parse_audit_query
@@ -32,6 +33,16 @@ from .config import RANDOM_FAULT_KINDS, RUNTIME_SETTINGS, EmulatorConfig, valida
 from .data import GEO_LOCATIONS, PRODUCT_TYPES, AuditData, AuditFilter, to_epoch_us, to_utc
 from .identity import ALL_SCOPES, IdentityService, TokenError, make_client
 from .jobs import SERVICES, JobsService, JobStore, StateValue
+from .opus import (
+    OPUS_FAULT_GROUPS,
+    OPUS_ROUTES,
+    OPUS_STAT_KEYS,
+    OpusService,
+    OpusStore,
+    RowPredicate,
+    TimeLike,
+)
+from .opus import admin as opus_admin
 from .routing import Reply, Request, Route
 
 __all__ = [
@@ -48,11 +59,15 @@ JOB_ROUTES: tuple[str, ...] = (
 )  # fmt: skip
 # "jobs" reaches every job GET route, "restore" the restore POST; a route's own name only that route
 # (its queue is consulted first).
-FAULT_TARGETS: tuple[str, ...] = ("token", "audit", "jobs", "restore", *JOB_ROUTES)
+# Opus (opus.py): "opus" reaches all ten Opus routes, "opus_connector" the three
+# /records/connector/records routes, "opus_restore" the seven /api/restore routes.
+FAULT_TARGETS: tuple[str, ...] = (
+    "token", "audit", "jobs", "restore", *JOB_ROUTES, *OPUS_FAULT_GROUPS, *OPUS_ROUTES,
+)  # fmt: skip
 STAT_KEYS: tuple[str, ...] = (
     "discovery", "token", "token_error", "audit", "audit_error", "unauthorized", "forbidden",
     "fault_429", "fault_500", "fault_503", "fault_drop", "requests",
-    *JOB_ROUTES, "jobs_error", "restore_error", "restore_throttled",
+    *JOB_ROUTES, "jobs_error", "restore_error", "restore_throttled", *OPUS_STAT_KEYS,
 )  # fmt: skip
 
 _JSON = "application/json; charset=utf-8"
@@ -90,7 +105,10 @@ class AosEmulator:
         self._data = AuditData(cfg.seed, cfg.records, cfg.data_start, cfg.data_end)
         self._audit = AuditService(self._data)
         self._jobs = JobStore(cfg.seed, cfg.jobs_per_service, cfg.data_start, cfg.data_end)
-        self._routes: list[Route] = [*self._audit.routes(), *JobsService(self._jobs).routes()]
+        self._opus = OpusStore(cfg.opus_archives)
+        self._routes: list[Route] = [
+            *self._audit.routes(), *JobsService(self._jobs).routes(), *OpusService(self._opus).routes(),
+        ]  # fmt: skip
         self._identity = IdentityService()
         self._stats = dict.fromkeys(STAT_KEYS, 0)
         self._faults: dict[str, deque[str]] = {k: deque() for k in FAULT_TARGETS}
@@ -221,7 +239,7 @@ class AosEmulator:
     def configure(self, **changes: object) -> None:
         """Change runtime settings: latency, fault_rate, fault_kinds, retry_after, token_ttl,
         page_size, discovery, spelling, first_page_index, scan_skip, restore_seconds,
-        restore_outcome (see EmulatorConfig). Requests in flight keep the settings they started with."""
+        restore_outcome and the ``opus_*`` settings (see EmulatorConfig). Requests in flight keep the settings they started with."""
         settings = validated_settings(changes)
         with self._lock:
             self._config = dataclasses.replace(self._config, **settings)
@@ -230,7 +248,9 @@ class AosEmulator:
         """Queue forced answers for the next requests of `kind`, consumed in order.
 
         :param kind: "token", "audit", "jobs" (every job GET route), "restore" (the M365 restore
-            POST), or one route's counter name (e.g. "jobs_m365", "restore_post"; see JOB_ROUTES).
+            POST), "opus" (every Opus route), "opus_connector" (the connector records routes),
+            "opus_restore" (the Opus /api/restore routes), or one route's counter name (e.g.
+            "jobs_m365", "restore_post", "opus_submit"; see JOB_ROUTES and opus.OPUS_ROUTES).
         :param faults: each one of 429, 500, 503, 400, 401 (ints or strings), "drop", or "ok" (answer
             normally: ``["ok", "ok", 400]`` fails the third request only).
         """
@@ -320,6 +340,100 @@ class AosEmulator:
         now = time.time()
         return [job.status(now) for job in self._jobs.newest_first(service)]
 
+    # -- Opus (opus.py) ---------------------------------------------------------------------
+
+    @property
+    def opus(self) -> OpusStore:
+        """The Opus store itself (records, failure rules, archives, restore jobs)."""
+        return self._opus
+
+    def opus_records(
+        self, connection_id: str, *, include_destroyed: bool = False
+    ) -> dict[str, dict[str, Any]]:
+        """rowKey -> record (as submitted) stored in an Opus connection; destroyed ones only if asked."""
+        return self._opus.records(connection_id, include_destroyed=include_destroyed)
+
+    def opus_destroyed(self, connection_id: str | None = None) -> list[str]:
+        """Sorted rowKeys marked Destroyed (in one connection, or in all)."""
+        return self._opus.destroyed(connection_id)
+
+    def opus_add_records(
+        self,
+        connection_id: str,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        disposal_due: TimeLike | None = None,
+    ) -> int:
+        """Store records directly (as Overwrite would), all with disposal due date `disposal_due`
+        (None: derived from ``opus_retention_days``, if set); their count."""
+        return self._opus.add_records(connection_id, records, disposal_due=disposal_due)
+
+    def opus_set_disposal_due(self, connection_id: str, due: Mapping[str, TimeLike | None]) -> None:
+        """rowKey -> disposal due date (datetime, ISO string or epoch; None clears it)."""
+        self._opus.set_disposal_due(connection_id, due)
+
+    def opus_due_count(self, connection_id: str, before: TimeLike) -> int:
+        """How many records GET /records/connector/records returns for ``disposalDueDate=before``."""
+        return len(self._opus.due(connection_id, before, self._config.opus_retention_days))
+
+    def opus_fail_rows(
+        self,
+        connection_id: str | None,
+        rows: Mapping[str, str] | RowPredicate,
+        *,
+        times: int | None = None,
+    ) -> None:
+        """Make submissions of chosen records fail (418 ``failedItems``, not stored).
+
+        :param connection_id: the Opus connection GUID, or None for every connection.
+        :param rows: rowKey -> reason, or a function(record) returning a reason or None.
+        :param times: how many submissions fail (per row; per rule for a function); None = always.
+        """
+        self._opus.fail_rows(connection_id, rows, times=times)
+
+    def opus_fail_destroy(self, ids: Mapping[str, str], *, times: int | None = None) -> None:
+        """Make destroying chosen rowKeys fail (418 ``failedItems``): id -> reason."""
+        self._opus.fail_destroy(ids, times=times)
+
+    def opus_clear(self, connection_id: str | None = None) -> None:
+        """Forget stored records (one connection, or all) and every Opus row/destroy failure rule."""
+        self._opus.clear(connection_id)
+
+    def opus_add_archive(
+        self, kind: str, scope: str, *, outcome: str | int | None = None, run_seconds: float | None = None
+    ) -> None:
+        """Give a scope archived data. kind: "site_collection" (site URL) or "teams_group" (group
+        email); restores of it end as `outcome` after `run_seconds` (None: the config's)."""
+        self._opus.add_archive(kind, scope, outcome=outcome, run_seconds=run_seconds)
+
+    def opus_add_restore_job(
+        self,
+        kind: str = "site_collection",
+        scope: str = "https://contoso.sharepoint.com/sites/ArchivedProjects",
+        *,
+        outcome: str | int = "finished",
+        run_seconds: float = 2.0,
+        start: TimeLike | None = None,
+        phases: Iterable[tuple[int, float]] | None = None,
+    ) -> str:
+        """Add an Opus restore job directly (see ``OpusStore.add_restore_job``); its id."""
+        return self._opus.add_restore_job(
+            kind, scope, outcome=outcome, run_seconds=run_seconds, start=start,
+            phases=None if phases is None else list(phases),
+        )  # fmt: skip
+
+    def opus_restore_job(self, job_id: str) -> dict[str, object]:
+        """An Opus restore job now: {kind, scope, id, status, progress, startTime, finishTime,
+        statusLabel, running, finalStatus, endTime, request}; KeyError if there is none."""
+        job = self._opus.restore_job(job_id)
+        if job is None:
+            raise KeyError(f"no Opus restore job {job_id}")
+        return job.admin(time.time())
+
+    def opus_restore_jobs(self) -> list[dict[str, object]]:
+        """``opus_restore_job`` of every Opus restore job, oldest first."""
+        return self._opus.restore_jobs()
+
     # -- data access for tests -------------------------------------------------------------
 
     def _window(
@@ -372,6 +486,11 @@ class AosEmulator:
         with self._lock:
             for key in keys:
                 self._stats[key] += 1
+
+    def _add(self, counts: Mapping[str, int]) -> None:
+        with self._lock:
+            for key, value in counts.items():
+                self._stats[key] += value
 
     def _next_fault(self, *kinds: str, allow_random: bool) -> str | None:
         """Injected faults first (the first of `kinds` with a queued one); then a random one at
@@ -517,6 +636,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
 
     def _reply(self, reply: Reply) -> None:
+        if reply.status == 204:  # no body, and (RFC 9110) no Content-Length either
+            self.send_response(204)
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            return
         self._json(reply.status, reply.payload, reply.headers)
 
     def _fault(self, target: str, fault: str, route: Route | None = None) -> None:
@@ -641,6 +766,8 @@ class _Handler(BaseHTTPRequestHandler):
             emu._bump(reply.stat)
         elif 200 <= reply.status < 300:
             emu._bump(route.name)
+        if reply.counts:
+            emu._add(reply.counts)
         self._reply(reply)
 
     # -- admin -----------------------------------------------------------------------------
@@ -665,6 +792,12 @@ class _Handler(BaseHTTPRequestHandler):
                     self._json(200, emu.job_status(parts[2], unquote(parts[3])))
                 except KeyError as exc:
                     self._json(404, {"error": str(exc.args[0])})
+                return
+            if route[1].startswith("/opus/"):
+                status, answer = opus_admin(
+                    emu._opus, method, route[1][len("/opus") :], _query_params(query), payload
+                )
+                self._json(status, answer)
                 return
             if route == ("GET", "/audit/count"):
                 self._json(200, {"count": emu._audit.count(_query_params(query))})
