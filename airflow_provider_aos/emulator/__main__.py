@@ -15,7 +15,9 @@ import threading
 from datetime import datetime
 from types import FrameType
 
+from .config import OPUS_CONFLICT_SPELLINGS, OPUS_RESTORE_OUTCOMES
 from .data import to_utc
+from .opus import KINDS as OPUS_KINDS
 from .server import AosEmulator, EmulatorConfig
 
 
@@ -25,6 +27,13 @@ def _datetime(value: str) -> datetime:
 
 def _fault_kinds(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _opus_archive(value: str) -> tuple[str, str]:
+    kind, sep, scope = value.partition("=")
+    if not sep or kind.strip() not in OPUS_KINDS or not scope.strip():
+        raise argparse.ArgumentTypeError(f"use KIND=SCOPE with KIND one of {', '.join(OPUS_KINDS)}")
+    return kind.strip(), scope.strip()
 
 
 def _is_loopback(host: str) -> bool:
@@ -177,6 +186,84 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.restore_outcome,
         help="how Microsoft 365 restore jobs end (default: %(default)s)",
     )
+    p.add_argument(
+        "--opus-conflict-spelling",
+        choices=OPUS_CONFLICT_SPELLINGS,
+        default=d.opus_conflict_spelling,
+        help="name of the conflict-option field in Opus failedItems items: the corrected spelling or the "
+        "old one the docs say the response keeps (default: %(default)s)",
+    )
+    p.add_argument(
+        "--opus-invalid-record",
+        choices=("item", "request"),
+        default=d.opus_invalid_record,
+        help="how an Opus record missing a required column is answered: as a failed item of a 418 while "
+        "the others are stored, or as a 400 for the whole call (default: %(default)s)",
+    )
+    p.add_argument(
+        "--opus-due-empty-status",
+        type=int,
+        choices=(200, 204),
+        default=d.opus_due_empty_status,
+        help="status of the Opus due-records answer when nothing is due: 200 with an empty queriedItems "
+        "or 204 with no body (default: %(default)s)",
+    )
+    p.add_argument(
+        "--opus-destroy-status",
+        type=int,
+        choices=(200, 204),
+        default=d.opus_destroy_status,
+        help="status of a fully successful Opus destroy call: 200 with a body or 204 without (default: %(default)s)",
+    )
+    p.add_argument(
+        "--opus-message-style",
+        choices=("string", "list"),
+        default=d.opus_message_style,
+        help="message of an Opus 418 answer: one string, or a list with one text per failed item "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--opus-retention-days",
+        type=float,
+        default=d.opus_retention_days,
+        help="make Opus records without an explicit disposal due date due this many days after their "
+        "timeModified; unset means such records are never due (default: %(default)s)",
+    )
+    p.add_argument(
+        "--opus-restore-seconds",
+        type=float,
+        default=d.opus_restore_seconds,
+        help="how long an Opus restore job started over HTTP runs before it ends (default: %(default)s)",
+    )
+    p.add_argument(
+        "--opus-restore-outcome",
+        choices=tuple(OPUS_RESTORE_OUTCOMES),
+        default=d.opus_restore_outcome,
+        help="how Opus restore jobs end, unless their archive was given another outcome (default: %(default)s)",
+    )
+    p.add_argument(
+        "--opus-restore-failure-status",
+        type=int,
+        choices=(200, 400),
+        default=d.opus_restore_failure_status,
+        help="HTTP status of Opus restore-API answers with success false, which the docs leave open "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--opus-archive",
+        type=_opus_archive,
+        action="append",
+        default=[],
+        metavar="KIND=SCOPE",
+        help="give a scope archived data that Opus can restore, e.g. site_collection=https://contoso."
+        "sharepoint.com/sites/Legal or teams_group=legal@contoso.com; repeatable, added to the demo archives",
+    )
+    p.add_argument(
+        "--no-opus-demo-archives",
+        dest="opus_demo_archives",
+        action="store_false",
+        help="start without the two built-in demo archives (a Contoso site collection and Team)",
+    )
     p.add_argument("--verbose", action="store_true", help="log one line per request to stderr")
     p.add_argument(
         "--ready-file",
@@ -191,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         # The emulator hands out well-known fake credentials; keep it off the network by default.
         print(f"refusing non-loopback --host {args.host} without --allow-remote", file=sys.stderr)
         return 2
+    d = EmulatorConfig()
     config = EmulatorConfig(
         host=args.host, port=args.port, records=args.records, data_start=args.data_start,
         data_end=args.data_end, seed=args.seed, page_size=args.page_size,
@@ -200,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
         jobs_per_service=args.jobs_per_service, spelling=args.spelling,
         first_page_index=args.first_page_index, scan_skip=args.scan_skip,
         restore_seconds=args.restore_seconds, restore_outcome=args.restore_outcome,
+        opus_conflict_spelling=args.opus_conflict_spelling, opus_invalid_record=args.opus_invalid_record,
+        opus_due_empty_status=args.opus_due_empty_status, opus_destroy_status=args.opus_destroy_status,
+        opus_message_style=args.opus_message_style, opus_retention_days=args.opus_retention_days,
+        opus_restore_seconds=args.opus_restore_seconds, opus_restore_outcome=args.opus_restore_outcome,
+        opus_restore_failure_status=args.opus_restore_failure_status,
+        opus_archives=(*(d.opus_archives if args.opus_demo_archives else ()), *args.opus_archive),
     )  # fmt: skip
     try:
         emulator = AosEmulator(config)

@@ -212,6 +212,7 @@ class AosEmulator:
             "token_ttl": cfg.token_ttl,
             "jobs_per_service": cfg.jobs_per_service,
             "job_services": list(SERVICES),
+            "opus_archives": [{"kind": a["kind"], "scope": a["scope"]} for a in self._opus.archives()],
             "pid": os.getpid(),
         }
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -455,3 +461,43 @@ def test_admin_endpoints(emu: AosEmulator, session: requests.Session) -> None:
     )
     requests.post(f"{emu.admin_url}/config", json={"opus_conflict_spelling": "confilictoption"}, timeout=10)
     assert emu.config.opus_conflict_spelling == "confilictOption"
+
+
+def test_cli_flags(tmp_path: Path) -> None:
+    repo_root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo_root), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "airflow_provider_aos.emulator", "--port", "0", "--records", "10",
+         "--no-opus-demo-archives", "--opus-archive", f"site_collection={SITE}",
+         "--opus-archive", f"teams_group={GROUP}", "--opus-due-empty-status", "204",
+         "--opus-restore-outcome", "timed_out", "--opus-restore-seconds", "0"],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        info = json.loads(proc.stdout.readline())
+        assert info["opus_archives"] == [
+            {"kind": "site_collection", "scope": SITE},
+            {"kind": "teams_group", "scope": GROUP},
+        ]
+        form = {"grant_type": "client_credentials", "client_id": info["client_id"],
+                "client_secret": info["client_secret"]}  # fmt: skip
+        token = requests.post(info["token_url"], data=form, timeout=10).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        params = {"id": CONN, "disposalDueDate": "2024-12-20T11:13:00", "itemsPerPage": 10}
+        due = requests.get(info["graph_url"] + RECORDS, params=params, headers=headers, timeout=10)
+        assert due.status_code == 204
+        started = requests.post(
+            info["graph_url"] + RESTORE + "/RestoreSiteCollection",
+            json={"scope": SITE},
+            headers=headers,
+            timeout=10,
+        ).json()
+        status = requests.get(
+            info["graph_url"] + RESTORE + "/GetRestoreJobStatus", params={"jobId": started["jobId"]},
+            headers=headers, timeout=10,
+        ).json()  # fmt: skip
+        assert status["job"]["status"] == 10
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
