@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import (
     AirflowFailException,
     AirflowSensorTimeout,
+    AirflowSkipException,
     BaseSensorOperator,
     PokeReturnValue,
     conf,
@@ -194,9 +195,18 @@ class AosJobSensorBase(BaseSensorOperator):
         if not self.deferrable:
             return super().execute(context)
         query = self.job_query(context)
-        job = self._read(query)
+        try:
+            job = self._read(query)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # The trigger tolerates transient failures; one at the first look must not end the wait.
+            self.log.warning(
+                "Polling %s failed (%s); transient, waiting in the triggerer", query.describe(), exc
+            )
+            job = None
         if job is not None and job.state.is_terminal:
-            return self.verdict.judge(job)
+            return self._judge_now(job)
         self.defer(
             trigger=AosJobTrigger(
                 query=query.to_dict(),
@@ -207,6 +217,20 @@ class AosJobSensorBase(BaseSensorOperator):
             ),
             method_name="execute_complete",
         )
+
+    def _judge_now(self, job: AosJob) -> dict[str, Any]:
+        """
+        The verdict on a job found terminal before deferring. Outside ``BaseSensorOperator.execute``
+        and ``resume_execution``, so ``soft_fail`` (and ``never_fail``) is applied here, as they do.
+        """
+        try:
+            return self.verdict.judge(job)
+        except AosJobSensorFailedError as exc:
+            if self.soft_fail or getattr(self, "never_fail", False):
+                raise AirflowSkipException(
+                    f"Skipping ({'soft_fail' if self.soft_fail else 'never_fail'}): {exc}"
+                ) from exc
+            raise
 
     def _timeout_seconds(self) -> float:
         timeout = self.timeout
@@ -227,9 +251,20 @@ class AosJobSensorBase(BaseSensorOperator):
 def window_bounds(
     context: Context, start: Any, end: Any, parse: Any
 ) -> tuple[datetime | None, datetime | None]:
-    """``start``/``end`` as given (rendered), else the run's data interval (either may be None)."""
-    start = start if start not in (None, "", "None") else context.get("data_interval_start")
-    end = end if end not in (None, "", "None") else context.get("data_interval_end")
+    """
+    ``start``/``end`` as given (rendered), else the run's data interval (either may be None).
+
+    An empty data interval (start == end: an Airflow 3 run of a DAG without a data-interval
+    timetable, e.g. ``schedule=None`` or ``"@daily"``) is no window at all: (None, None) for the
+    part taken from it, so a caller that needs a window says so instead of a "start is not before
+    end" error, and one that needs none (a job read by id) is not refused.
+    """
+    given = [value not in (None, "", "None") for value in (start, end)]
+    interval = [context.get("data_interval_start"), context.get("data_interval_end")]
+    if interval[0] is not None and interval[0] == interval[1]:
+        interval = [None, None]
+    start = start if given[0] else interval[0]
+    end = end if given[1] else interval[1]
     return (
         None if start is None else parse(start, "start_time"),
         None if end is None else parse(end, "end_time"),
