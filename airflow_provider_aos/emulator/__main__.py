@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = EmulatorConfig()
     p = argparse.ArgumentParser(
         prog="aos-emulator",
-        description="Local AOS identity service + Graph audit API emulator. Prints one JSON ready line "
+        description="Local AOS identity service + Graph API emulator (audit, backup jobs, Opus). Prints one JSON ready line "
         "(URLs and the demo credentials) on stdout once serving, then runs until SIGINT/SIGTERM.",
     )
     p.add_argument(

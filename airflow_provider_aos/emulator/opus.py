@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import json
 import re
 import threading
@@ -298,6 +299,10 @@ class OpusStore:
         self._lock = threading.RLock()
         self._records: dict[str, dict[str, OpusRecord]] = {}
         self._seq = 0
+        self._version = 0  # bumped when records or due dates change (not when destroyed)
+        # (connection, cutoff, retention days) -> (version, sorted (due, rowKey)): paging through
+        # a large connection sorts it once, not once per page.
+        self._due_cache: dict[tuple[str, float, float | None], tuple[int, list[tuple[float, str]]]] = {}
         self._row_rules: dict[tuple[str | None, str], _Rule] = {}
         self._predicates: list[tuple[str | None, RowPredicate, list[int | None]]] = []
         self._destroy_rules: dict[str, _Rule] = {}
@@ -317,6 +322,7 @@ class OpusStore:
 
     def _put(self, conn: str, fields: Mapping[str, Any], due: float | None) -> None:
         self._seq += 1
+        self._version += 1
         self._records.setdefault(conn, {})[str(fields["rowKey"])] = OpusRecord(
             dict(fields), due, False, self._seq
         )
@@ -366,6 +372,7 @@ class OpusStore:
                 raise KeyError(f"no records {missing} in connection {conn}")
             for key, value in due.items():
                 stored[key].due = None if value is None else _epoch(value)
+            self._version += 1
 
     def fail_rows(
         self,
@@ -400,6 +407,7 @@ class OpusStore:
     def clear(self, connection_id: str | None = None) -> None:
         """Forget the records (of one connection, or all) and every row/destroy failure rule."""
         with self._lock:
+            self._version += 1
             if connection_id is None:
                 self._records.clear()
             else:
@@ -434,19 +442,52 @@ class OpusStore:
         modified = _parse_time(record.fields.get("timeModified"))
         return None if modified is None else modified + retention_days * 86_400
 
+    def _due_keys(self, conn: str, cutoff: float, retention_days: float | None) -> list[tuple[float, str]]:
+        """Sorted (due, rowKey) of the records (destroyed ones included) due before `cutoff`."""
+        cache_key = (conn, cutoff, retention_days)
+        cached = self._due_cache.get(cache_key)
+        if cached is not None and cached[0] == self._version:
+            return cached[1]
+        keys = []
+        for key, record in self._records.get(conn, {}).items():
+            due = self._due_of(record, retention_days)
+            if due is not None and due < cutoff:
+                keys.append((due, key))
+        keys.sort()
+        if len(self._due_cache) >= 16:
+            self._due_cache.clear()
+        self._due_cache[cache_key] = (self._version, keys)
+        return keys
+
     def due(
         self, connection_id: str, before: TimeLike, retention_days: float | None
     ) -> list[tuple[float, str, dict[str, Any]]]:
         """(due, rowKey, fields) of live records due before `before`, in paging order."""
+        items, _ = self.due_page(connection_id, before, retention_days, None, None)
+        return items
+
+    def due_page(
+        self,
+        connection_id: str,
+        before: TimeLike,
+        retention_days: float | None,
+        after: tuple[float, str] | None,
+        size: int | None,
+    ) -> tuple[list[tuple[float, str, dict[str, Any]]], bool]:
+        """Up to `size` (None: all) live due records after the sort key `after`; and whether more follow."""
         conn, cutoff = self._conn(connection_id), _epoch(before)
+        out: list[tuple[float, str, dict[str, Any]]] = []
         with self._lock:
-            out = []
-            for key, record in self._records.get(conn, {}).items():
-                due = self._due_of(record, retention_days)
-                if not record.destroyed and due is not None and due < cutoff:
-                    out.append((due, key, dict(record.fields)))
-        out.sort(key=lambda item: (item[0], item[1]))
-        return out
+            keys = self._due_keys(conn, cutoff, retention_days)
+            stored = self._records.get(conn, {})
+            for due, key in keys[0 if after is None else bisect.bisect_right(keys, after) :]:
+                record = stored[key]
+                if record.destroyed:
+                    continue
+                if size is not None and len(out) == size:
+                    return out, True
+                out.append((due, key, dict(record.fields)))
+        return out, False
 
     # -- restore -------------------------------------------------------------------------------
 
@@ -750,10 +791,7 @@ class OpusService:
             after = _untoken(token, conn, due_text)
             if after is None:
                 return self._bad("startIndex is not one this query returned.")
-        items = self.store.due(conn, due_text, cfg.opus_retention_days)
-        if after is not None:
-            items = [i for i in items if (i[0], i[1]) > after]
-        page, more = items[:size], len(items) > size
+        page, more = self.store.due_page(conn, due_text, cfg.opus_retention_days, after, size)
         if not page and cfg.opus_due_empty_status == 204:
             return Reply(204, None)
         next_token = _token(conn, due_text, (page[-1][0], page[-1][1])) if more else None
