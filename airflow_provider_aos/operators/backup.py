@@ -128,7 +128,8 @@ class AosBackupJobsOperator(BaseOperator):
         if start is None or end is None:
             raise AosConfigError(
                 "start_time" if start is None else "end_time",
-                "the run has no data interval (e.g. an Airflow 3 manual run); pass start_time and end_time",
+                "the run has no data interval, or an empty one (an Airflow 3 manual run, or a cron schedule "
+                "without CronDataIntervalTimetable); pass start_time and end_time",
             )
         if end <= start:
             raise AosConfigError("end_time", f"{iso_z(end)} is not after start_time {iso_z(start)}")

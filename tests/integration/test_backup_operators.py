@@ -328,6 +328,16 @@ def test_no_data_interval_and_no_window_names_start_time(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_empty_data_interval_names_the_fix(emulator: AosEmulator, aos_connection):
+    """Airflow 3 runs of a plain cron schedule have data_interval_start == data_interval_end."""
+    op = AosBackupJobsOperator(task_id="jobs", aos_conn_id=aos_connection(), service="m365")
+    with pytest.raises(AosConfigError) as failure:
+        op.execute({"data_interval_start": DAY1, "data_interval_end": DAY1})
+    assert failure.value.field == "start_time"
+    assert "CronDataIntervalTimetable" in str(failure.value)
+    assert graph_requests(emulator) == 0
+
+
 def test_the_data_interval_is_the_default_window(emulator: AosEmulator, aos_connection):
     conn = aos_connection()
     ids = add_jobs(emulator, "iaas_paas", 3, day=DAY2)
