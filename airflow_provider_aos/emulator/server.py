@@ -51,7 +51,8 @@ __all__ = [
     "parse_audit_query",
 ]  # fmt: skip
 
-INJECTABLE_FAULTS: frozenset[str] = frozenset({"429", "500", "503", "400", "401", "drop", "ok"})
+# "drop_after": a Graph request is processed (e.g. records stored), then the connection drops unanswered.
+INJECTABLE_FAULTS: frozenset[str] = frozenset({"429", "500", "503", "400", "401", "drop", "drop_after", "ok"})
 # Per-route counters (and fault targets) of the job endpoints, see jobs.py.
 JOB_ROUTES: tuple[str, ...] = (
     "jobs_m365", "jobs_m365_detail", "jobs_iaas_paas", "jobs_dynamics365", "jobs_google_workspace",
@@ -252,8 +253,10 @@ class AosEmulator:
             POST), "opus" (every Opus route), "opus_connector" (the connector records routes),
             "opus_restore" (the Opus /api/restore routes), or one route's counter name (e.g.
             "jobs_m365", "restore_post", "opus_submit"; see JOB_ROUTES and opus.OPUS_ROUTES).
-        :param faults: each one of 429, 500, 503, 400, 401 (ints or strings), "drop", or "ok" (answer
-            normally: ``["ok", "ok", 400]`` fails the third request only).
+        :param faults: each one of 429, 500, 503, 400, 401 (ints or strings), "drop", "drop_after"
+            (Graph routes: handle the request, then close the connection without an answer; on the
+            token endpoint the same as "drop"), or "ok" (answer normally: ``["ok", "ok", 400]`` fails
+            the third request only).
         """
         if kind not in FAULT_TARGETS:
             raise ValueError(f"kind must be one of {FAULT_TARGETS}")
@@ -648,7 +651,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _fault(self, target: str, fault: str, route: Route | None = None) -> None:
         """Answer with a forced fault, in the error shape of the endpoint (`route`; None = token)."""
         emu, retry = self.emu, {"Retry-After": str(self.emu.config.retry_after)}
-        if fault == "drop":
+        if fault in ("drop", "drop_after"):
             emu._bump("fault_drop")
             self._drop()
         elif route is None:
@@ -755,7 +758,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(route.error(403, f"Forbidden: the token lacks scope {route.scope}", ()))
             return
         fault = emu._next_fault(route.name, *route.faults, allow_random=True)
-        if fault is not None:
+        if fault is not None and fault != "drop_after":
             self._fault(route.name, fault, route)
             return
         request = Request(
@@ -769,6 +772,9 @@ class _Handler(BaseHTTPRequestHandler):
             emu._bump(route.name)
         if reply.counts:
             emu._add(reply.counts)
+        if fault == "drop_after":
+            self._fault(route.name, fault, route)
+            return
         self._reply(reply)
 
     # -- admin -----------------------------------------------------------------------------

@@ -435,6 +435,19 @@ def test_faults(emu: AosEmulator, session: requests.Session) -> None:
     assert emu.opus_records(CONN, include_destroyed=True).keys() == {"doc-0001"}
 
 
+def test_drop_after_processing(emu: AosEmulator, session: requests.Session) -> None:
+    """The records are stored, the answer is lost; a resend with Overwrite duplicates nothing."""
+    emu.inject_faults("opus_submit", ["drop_after"])
+    batch = [_record(n) for n in range(3)]
+    with pytest.raises(requests.ConnectionError):
+        _submit(session, emu, batch)
+    assert len(emu.opus_records(CONN)) == 3
+    assert _submit(session, emu, batch).status_code == 201
+    assert len(emu.opus_records(CONN)) == 3
+    stats = emu.stats()
+    assert (stats["opus_submit"], stats["opus_records_stored"], stats["fault_drop"]) == (2, 6, 1)
+
+
 def test_admin_endpoints(emu: AosEmulator, session: requests.Session) -> None:
     admin = emu.admin_url + "/opus"
     added = requests.post(
