@@ -587,3 +587,42 @@ def test_without_wait_the_job_id_is_returned_and_pushed(emulator: AosEmulator, a
     assert ti.pushed == {"aos_job_id": job_id}
     assert emulator.job_status("m365", job_id)["running"]
     assert emulator.stats()["jobs_m365_detail"] == 0
+
+
+class DictStateStore:
+    """The two calls the operator makes on Airflow 3.3's ``context["task_state_store"]``."""
+
+    def __init__(self, **values: Any) -> None:
+        self.values = dict(values)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any, **_: Any) -> None:
+        self.values[key] = value
+
+
+def test_a_stored_running_or_succeeded_job_is_resumed_and_a_failed_one_restarted(
+    emulator: AosEmulator, aos_connection
+):
+    """The decisions of ResumableJobMixin; the real store across tries is in tests/dags/test_restore_resume.py."""
+    conn = aos_connection()
+    emulator.configure(restore_seconds=1.0)
+    running, _ = restore(conn, wait=False)
+    store = DictStateStore(aos_job_id=running)
+    result, ti = restore(conn, {"task_state_store": store})
+    assert result["id"] == ti.pushed["aos_job_id"] == running
+    assert emulator.stats()["restore_post"] == 1
+
+    result, _ = restore(conn, {"task_state_store": store})  # it succeeded meanwhile: returned as is
+    assert result["id"] == running
+    assert emulator.stats()["restore_post"] == 1
+
+    emulator.configure(restore_seconds=0.0, restore_outcome="failed")
+    failed, _ = restore(conn, wait=False)
+    emulator.configure(restore_seconds=0.5, restore_outcome="succeeded")
+    store = DictStateStore(aos_job_id=failed)
+    result, ti = restore(conn, {"task_state_store": store})
+    assert result["id"] not in (running, failed)
+    assert store.values == {"aos_job_id": result["id"]} == {"aos_job_id": ti.pushed["aos_job_id"]}
+    assert emulator.stats()["restore_post"] == 3
