@@ -107,7 +107,8 @@ def test_malformed_lists_and_objects_are_named(value, why):
 
 def test_a_numeric_rowkey_is_sent_as_text_and_a_list_name_is_refused():
     item, problems = check_record(rec(1, rowKey=42))
-    assert problems == [] and item["rowKey"] == "42"
+    assert problems == []
+    assert item["rowKey"] == "42"
     assert check_record(rec(1, leafName=["x"]))[1] == [("leafName", "must be text, got list")]
 
 
@@ -135,7 +136,7 @@ def test_arguments_are_checked_with_the_field_named():
     with pytest.raises(AosConfigError, match=r"^opus_connection_id: 'aos_default' is not a GUID"):
         opus_connection_guid("aos_default")
     assert check_items_per_page("100") == 100
-    with pytest.raises(AosConfigError, match="items_per_page: 0: .*use 1-100"):
+    with pytest.raises(AosConfigError, match=r"items_per_page: 0: .*use 1-100"):
         check_items_per_page(0)
     with pytest.raises(AosConfigError, match="items_per_page: 101"):
         check_items_per_page(101)
@@ -148,7 +149,7 @@ def test_formats_and_default_failed_paths():
     assert source_format("s3://b/in.JSONL.gz") == "jsonl"
     assert source_format("/d/in.csv") == "csv"
     assert source_format("/d/in.txt", "csv") == "csv"
-    with pytest.raises(AosConfigError, match="source: '/d/in.txt': cannot tell the format"):
+    with pytest.raises(AosConfigError, match=r"source: '/d/in\.txt': cannot tell the format"):
         source_format("/d/in.txt")
     assert failed_path_for("/d/in.jsonl") == "/d/in.failed.jsonl"
     assert failed_path_for("s3://b/x/in.csv.gz") == "s3://b/x/in.failed.csv.gz"
@@ -162,13 +163,15 @@ def test_jsonl_rows_are_line_numbers_and_bad_lines_are_kept_raw():
     data = b'{"rowKey":"a"}\n\n{not json\n[1]\n{"rowKey":"b","_aos_error":{"reason":"old"}}\n'
     rows = list(iter_jsonl(io.BytesIO(data)))
     assert [r.row for r in rows] == [1, 3, 4, 5]
-    assert rows[1].record is None and rows[1].raw == "{not json" and "not valid JSON" in (rows[1].error or "")
+    assert rows[1].record is None
+    assert rows[1].raw == "{not json"
+    assert "not valid JSON" in (rows[1].error or "")
     assert rows[2].error == "expected a JSON object, got list"
     assert rows[3].record == {"rowKey": "b"}  # the reason of an earlier run is dropped on reading
 
 
 def test_csv_header_is_checked_first_and_empty_cells_are_no_value():
-    with pytest.raises(AosConfigError, match="source: .*columns named twice: \\['rowKey'\\]"):
+    with pytest.raises(AosConfigError, match=r"source: .*columns named twice: \['rowKey'\]"):
         CsvInput(io.BytesIO(b"rowKey,leafName,rowKey\n"))
     with pytest.raises(AosConfigError, match="column 2 has no name"):
         CsvInput(io.BytesIO(b"rowKey,,x\n"))
@@ -179,7 +182,8 @@ def test_csv_header_is_checked_first_and_empty_cells_are_no_value():
     rows = list(csv_input.rows())
     assert rows[0].record == {"rowKey": "a", "leafName": "A"}
     assert rows[0].raw == ["a", "A", ""]
-    assert rows[1].record is None and rows[1].error == "has 2 cells but the header has 3 columns"
+    assert rows[1].record is None
+    assert rows[1].error == "has 2 cells but the header has 3 columns"
 
 
 def test_gzip_sources_are_read_by_name():
@@ -269,7 +273,8 @@ def test_an_item_naming_no_record_fails_every_record_not_otherwise_named():
     outcome = failed_items(418, body, KEYS)
     assert isinstance(outcome, dict)
     assert outcome["b"].reason == "x"
-    assert set(outcome) == {"a", "b", "c"} and "name no record of this batch" in outcome["a"].reason
+    assert set(outcome) == {"a", "b", "c"}
+    assert "name no record of this batch" in outcome["a"].reason
 
 
 def test_a_418_without_items_fails_the_batch_and_success_means_success():
@@ -352,7 +357,8 @@ def test_a_whole_batch_failure_fails_each_of_its_records():
     assert (tally.succeeded, tally.failed) == (32, 15)
     assert [f.row for f in failures] == list(range(16, 31))
     assert all(f.status == 503 and "HTTP 503" in f.reason for f in failures)
-    assert progress.cursor == 47 and progress.failed == [[16, 30]]
+    assert progress.cursor == 47
+    assert progress.failed == [[16, 30]]
 
 
 def test_after_consecutive_whole_batch_failures_the_rest_is_not_sent_but_kept():
@@ -360,11 +366,9 @@ def test_after_consecutive_whole_batch_failures_the_rest_is_not_sent_but_kept():
     tally, failures, _ = run([rec(i) for i in range(1, 101)], server, max_consecutive_batch_failures=3)
     assert len(server.batches) == 3
     assert (tally.failed, tally.not_sent, tally.succeeded) == (45, 55, 0)
-    assert (
-        len(failures) == 100
-        and failures[-1].kind == "not_sent"
-        and "3 batches in a row" in failures[-1].reason
-    )
+    assert len(failures) == 100
+    assert failures[-1].kind == "not_sent"
+    assert "3 batches in a row" in failures[-1].reason
 
 
 def test_a_retry_resends_only_what_did_not_succeed():
@@ -394,7 +398,8 @@ def test_a_retry_after_a_crash_continues_from_the_last_checkpoint():
     for p in prepared[:50]:  # then the worker dies: no finish()
         runner.add(p)
     last = saved[-1]
-    assert 0 < last.cursor <= 45 and last.failed == []
+    assert 0 < last.cursor <= 45
+    assert last.failed == []
     second = FakeServer()
     run(records, second, resume=last)
     resent = [k for b in second.batches for k in b]
@@ -405,7 +410,8 @@ def test_a_retry_after_a_crash_continues_from_the_last_checkpoint():
 def test_a_checkpoint_of_another_input_is_ignored():
     server = FakeServer()
     tally, _, _ = run([rec(1)], server, resume=Progress("other", cursor=1))
-    assert tally.submitted == 1 and tally.succeeded_earlier == 0
+    assert tally.submitted == 1
+    assert tally.succeeded_earlier == 0
     assert Progress.from_json(b"garbage") is None
     assert Progress.from_json(b'{"version": 2}') is None
 
