@@ -196,7 +196,8 @@ def iter_list(records: Iterable[Any]) -> Iterator[InputRow]:
 
 
 def iter_jsonl(binary: IO[bytes]) -> Iterator[InputRow]:
-    for number, line in enumerate(binary, start=1):
+    # readline, not iteration: Airflow 2's object-storage file wrapper is not iterable.
+    for number, line in enumerate(iter(binary.readline, b""), start=1):
         text = line.strip()
         if not text:
             continue
@@ -553,7 +554,8 @@ class Failure:
 
     def text(self) -> str:
         where = f"row {self.row}" + (f" ({self.key})" if self.key else "")
-        return where + (f", {self.field}" if self.field else "") + f": {self.reason}"
+        named = self.field and not self.reason.startswith(f"{self.field}:")
+        return where + (f", {self.field}" if named else "") + f": {self.reason}"
 
 
 class FailedRecordsWriter:

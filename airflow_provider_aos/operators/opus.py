@@ -109,10 +109,9 @@ class _Input:
         if self.source is None:
             assert self.items is not None
             return self.list_rows(self.items)
+        self.check()
         path = ObjectStoragePath(self.source, conn_id=self.conn_id)
         try:
-            if not path.is_file():
-                raise AosConfigError("source", f"{self.source!r} does not exist or is not a file")
             self._file = open_binary(path.open("rb"), self.source)  # type: ignore[no-untyped-call]
         except OSError as exc:
             raise AosConfigError("source", f"cannot read {self.source!r}: {exc.strerror or exc}") from exc
@@ -121,6 +120,17 @@ class _Input:
             self.header = csv_input.header
             return csv_input.rows()
         return iter_jsonl(self._file)
+
+    def check(self) -> None:
+        """The source exists and is a file."""
+        if self.source is None:
+            return
+        try:
+            is_file = ObjectStoragePath(self.source, conn_id=self.conn_id).is_file()
+        except OSError as exc:
+            raise AosConfigError("source", f"cannot read {self.source!r}: {exc.strerror or exc}") from exc
+        if not is_file:
+            raise AosConfigError("source", f"{self.source!r} does not exist or is not a file")
 
     def fingerprint(self, *parts: Any) -> str:
         """Identifies input and target: a checkpoint of anything else is ignored."""
@@ -233,6 +243,7 @@ class _ConnectorBatchOperator(BaseOperator):
         self._killed = False
         hook.config  # noqa: B018 - a bad connection fails before anything is read, written or sent
         hook.sleep = self._sleep  # type: ignore[method-assign]
+        source_input.check()
         checkpoint = _Checkpoint(source_input.failed_path, source_input.conn_id, context)
         fingerprint = source_input.fingerprint(type(self).__name__, *fingerprint_parts)
         resume = checkpoint.load()
