@@ -520,7 +520,9 @@ class AosOpusDestroyRecordsOperator(_ConnectorBatchOperator):
     The ids (the records' ``rowKey``) come from ``record_ids`` (a list, e.g. from XCom) or ``source``:
     a JSON Lines or CSV file with a ``rowKey`` per record, such as the file
     :class:`AosOpusDueRecordsOperator` writes (after an approval step, when Opus requires manual
-    approval). An id given twice is sent once. A 200 or 204 call destroyed every id; a 418 names the
+    approval). The body is the documented ``{"disposalIds": [...]}`` plus the connection as ``id``
+    (as in the other connector calls; the docs do not show it for destroy), so that a rowKey used by
+    several connections is destroyed in this one only. An id given twice is sent once. A 200 or 204 call destroyed every id; a 418 names the
     ids that failed in ``failedItems``, each reported with the server's reason; a call failing as a
     whole (400, 5xx after retries) counts each of its ids as failed. DELETE is idempotent, so a
     call is retried after a 5xx or a dropped connection.
@@ -583,14 +585,18 @@ class AosOpusDestroyRecordsOperator(_ConnectorBatchOperator):
         self.max_consecutive_batch_failures = max_consecutive_batch_failures
         self.aos_conn_id = aos_conn_id
 
+    _guid: str = ""
+
     def _prepare(self, rows: Iterator[InputRow], tally: Tally) -> Iterator[Prepared]:
         return prepare_destroy(rows, tally)
 
     def _body(self, batch: list[Prepared]) -> tuple[str, dict[str, Any], bool]:
-        return "DELETE", {"disposalIds": [p.key for p in batch]}, True
+        # The docs show only disposalIds; the connection goes along as ``id``, as in the other connector
+        # calls, so that a rowKey used by several connections is destroyed in this one only.
+        return "DELETE", {"id": self._guid, "disposalIds": [p.key for p in batch]}, True
 
     def execute(self, context: Context) -> dict[str, Any]:
-        guid = opus_connection_guid(self.opus_connection_id)
+        self._guid = guid = opus_connection_guid(self.opus_connection_id)
         ids = literal_list(self.record_ids, "record_ids") if self.record_ids is not None else None
         source = str(self.source).strip() if self.source is not None else None
         source_input = _Input(
