@@ -326,7 +326,7 @@ def poke_until_done(sensor: AosOpusRestoreJobSensor, limit: float = 20.0) -> tup
 def test_none_and_every_running_status_keep_the_sensor_waiting(emulator: AosEmulator, aos_connection):
     conn = aos_connection()
     job_id = emulator.opus_add_restore_job(
-        phases=[(-1, 0.4), (0, 0.3), (9, 0.3), (8, 0.3), (1, 0.3), (7, 0.3)], outcome="finished"
+        phases=[(-1, 1.5), (0, 0.3), (9, 0.3), (8, 0.3), (1, 1.5), (7, 0.3)], outcome="finished"
     )
     sensor = AosOpusRestoreJobSensor(task_id="wait", job_id=job_id, aos_conn_id=conn)
     seen: list[int] = []
