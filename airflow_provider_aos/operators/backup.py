@@ -4,30 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import re
-import time
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.providers.common.compat.sdk import BaseOperator, conf
+from airflow.providers.common.compat.sdk import BaseOperator
 
-from airflow_provider_aos.exceptions import AosApiError, AosConfigError, AosError, AosJobFailedError
+from airflow_provider_aos.exceptions import AosApiError, AosConfigError, AosJobFailedError
 from airflow_provider_aos.hooks.aos import AosHook
 from airflow_provider_aos.jobs import FILTER_NAMES, AosJob, JobState, get_job_kind, in_window, parse_job
-from airflow_provider_aos.jobs_api import DEFAULT_MAX_CONSECUTIVE_ERRORS, JobQuery, wait_for_job
+from airflow_provider_aos.jobs_api import JobQuery
 from airflow_provider_aos.operators.audit import iso_z, parse_time
+from airflow_provider_aos.operators.jobs import JOB_ID_KEY, AosJobOperatorBase  # noqa: F401 - JOB_ID_KEY re-exported
 from airflow_provider_aos.sensors.backup import backup_service, job_filters
 from airflow_provider_aos.sensors.jobs import (
-    DEFAULT_FAILURE_STATES,
-    DEFAULT_SUCCESS_STATES,
-    JobVerdict,
-    job_from_event,
     job_states,
     window_bounds,
 )
 from airflow_provider_aos.storage import AtomicDestination, encode_record
-from airflow_provider_aos.triggers.jobs import AosJobTrigger
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -205,7 +199,6 @@ SERVICE_TYPES = {"sharepoint": 1, "onedrive": 2, "groups": 3, "teams": 6}
 SERVICE_SCOPE = {1: "site_url", 2: "onedrive_upn", 3: "site_url", 6: "site_url"}
 MAX_RESTORE_PATHS = 20
 RESTORE_KIND = "m365_restore"
-JOB_ID_KEY = "aos_job_id"
 
 
 def restore_service_type(value: Any) -> int:
@@ -313,7 +306,7 @@ def m365_restore_body(
     return body
 
 
-class AosM365RestoreOperator(BaseOperator):
+class AosM365RestoreOperator(AosJobOperatorBase):
     """
     Restore Microsoft 365 files and folders (SharePoint, OneDrive, Groups, Teams) from Cloud Backup,
     and wait for the restore job.
@@ -330,8 +323,11 @@ class AosM365RestoreOperator(BaseOperator):
     retry after the restore was started submits a new one (set ``retries=0`` if that is unwanted).
 
     Waiting works as for :class:`~airflow_provider_aos.sensors.backup.AosBackupJobSensor`, in the
-    worker or (``deferrable``) in the triggerer. The AOS docs give no stable portal address for a
-    job, so there is no "AOS job" link.
+    worker or (``deferrable``) in the triggerer (see
+    :class:`~airflow_provider_aos.operators.jobs.AosJobOperatorBase` for the waiting arguments:
+    ``wait``, ``deferrable``, ``poll_interval``, ``timeout``, ``success_states``, ``failure_states``,
+    ``accept_partial``, ``capacity_timeout``, ``capacity_poll_interval``, ``aos_conn_id``). The AOS
+    docs give no stable portal address for a job, so there is no "AOS job" link.
 
     :param service_type: 1/``"sharepoint"``, 2/``"onedrive"``, 3/``"groups"`` or 6/``"teams"`` (templated).
     :param recovery_time: restore from the latest backup before this time, aware datetime or ISO
@@ -341,18 +337,11 @@ class AosM365RestoreOperator(BaseOperator):
     :param site_url: site collection or subsite URL, for service types 1, 3 and 6 (templated).
     :param onedrive_upn: the OneDrive owner's UPN, for service type 2 (templated).
     :param location: Multi-Geo location of the data (templated).
-    :param wait: wait for the restore job to end.
-    :param deferrable: wait in the triggerer.
-    :param poll_interval: seconds between polls.
-    :param timeout: seconds to wait for the job before failing (the job itself goes on).
-    :param success_states: job states that pass; ``failure_states``: those that fail.
-    :param accept_partial: let a restore that finished with exceptions pass.
-    :param capacity_timeout: seconds to keep waiting for AOS to accept the restore (the 429 above).
-    :param capacity_poll_interval: seconds between tries while AOS is at capacity.
-    :param aos_conn_id: the AOS connection (templated).
     :return: with ``wait``, the final job as ``AosJob.to_dict()``; else the job id.
     """
 
+    job_kind = RESTORE_KIND
+    job_noun = "restores"
     template_fields: Sequence[str] = (
         "aos_conn_id",
         "service_type",
@@ -363,7 +352,6 @@ class AosM365RestoreOperator(BaseOperator):
         "location",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"restore_targets": "json"}
-    ui_color = "#e8f1fb"
 
     def __init__(
         self,
@@ -374,17 +362,6 @@ class AosM365RestoreOperator(BaseOperator):
         site_url: str | None = None,
         onedrive_upn: str | None = None,
         location: str | None = None,
-        wait: bool = True,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        poll_interval: float = 60.0,
-        timeout: float = 7 * 24 * 3600.0,
-        success_states: Iterable[str | JobState] = DEFAULT_SUCCESS_STATES,
-        failure_states: Iterable[str | JobState] = DEFAULT_FAILURE_STATES,
-        accept_partial: bool = False,
-        capacity_timeout: float = 3600.0,
-        capacity_poll_interval: float = 60.0,
-        max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
-        aos_conn_id: str = AosHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -394,22 +371,13 @@ class AosM365RestoreOperator(BaseOperator):
         self.site_url = site_url
         self.onedrive_upn = onedrive_upn
         self.location = location
-        self.wait = wait
-        self.deferrable = deferrable
-        self.poll_interval = poll_interval
-        self.timeout = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
-        self.verdict = JobVerdict.of(success_states, failure_states, accept_partial)
-        self.capacity_timeout = capacity_timeout
-        self.capacity_poll_interval = capacity_poll_interval
-        self.max_consecutive_errors = max_consecutive_errors
-        self.aos_conn_id = aos_conn_id
 
-    def _query(self, job_id: str) -> JobQuery:
+    def job_query(self, job_id: str) -> JobQuery:
         filters = {"location": self.location} if self.location else {}
         return JobQuery(kind=RESTORE_KIND, job_id=job_id, filters=filters)
 
-    def execute(self, context: Context) -> Any:
-        body = m365_restore_body(
+    def prepare(self, context: Context) -> dict[str, Any]:
+        return m365_restore_body(
             self.service_type,
             self.recovery_time,
             self.site_url,
@@ -417,101 +385,14 @@ class AosM365RestoreOperator(BaseOperator):
             self.restore_targets,
             self.location,
         )
-        hook = AosHook(aos_conn_id=self.aos_conn_id)
-        try:
-            job_id, job = self._resume_or_start(hook, body, context)
-            context["ti"].xcom_push(key=JOB_ID_KEY, value=job_id)
-            if not self.wait:
-                return job_id
-            if job is not None and job.state.is_terminal:
-                return self.verdict.judge(job, AosJobFailedError)
-            query = self._query(job_id)
-            if self.deferrable:
-                self.defer(
-                    trigger=AosJobTrigger(
-                        query=query.to_dict(),
-                        aos_conn_id=self.aos_conn_id,
-                        poll_interval=self.poll_interval,
-                        deadline=time.time() + self.timeout,
-                        max_consecutive_errors=self.max_consecutive_errors,
-                    ),
-                    method_name="execute_complete",
-                    kwargs={"job_id": job_id},
-                )
-            event = hook.drive(
-                lambda session: wait_for_job(
-                    session,
-                    query,
-                    poll_interval=self.poll_interval,
-                    deadline=time.time() + self.timeout,
-                    max_consecutive_errors=self.max_consecutive_errors,
-                )
-            )
-        finally:
-            hook.close()
-        return self._finish(query, event)
 
-    def execute_complete(self, context: Context, event: Any = None, job_id: str = "") -> dict[str, Any]:
-        """Resume after the trigger: the same result, or the same failure, as waiting in the worker."""
-        return self._finish(self._query(job_id), event)
-
-    def _finish(self, query: JobQuery, event: Any) -> dict[str, Any]:
-        status, job, message = job_from_event(event, query.describe())
-        if status == "timeout":
-            raise AosError(f"{message} (timeout {self.timeout:.0f}s); the restore goes on in AOS")
-        if status == "error":
-            raise AosError(message)
-        assert job is not None
-        return self.verdict.judge(job, AosJobFailedError)
-
-    def _resume_or_start(
-        self, hook: AosHook, body: dict[str, Any], context: Context
-    ) -> tuple[str, AosJob | None]:
-        """The job this task already started (Airflow 3.3+ ``task_state_store``), else a new one."""
-        store = context.get("task_state_store")  # type: ignore[attr-defined]
-        previous = store.get(JOB_ID_KEY) if store is not None else None
-        if previous:
-            job = hook.drive(self._query(str(previous)).steps)
-            if job is None or not job.state.is_terminal or job.state in self.verdict.success:
-                self.log.info("Resuming restore job %s, started by an earlier try (%s)", previous,
-                              job.state.name if job else "not readable yet")  # fmt: skip
-                return str(previous), job
-            self.log.warning(
-                "Restore job %s of an earlier try ended %s; starting a new restore", previous, job.state.name
-            )
-        job_id = self._start(hook, body)
-        if store is not None:
-            store.set(JOB_ID_KEY, job_id)
-        return job_id, None
-
-    def _start(self, hook: AosHook, body: dict[str, Any]) -> str:
+    def start_job(self, hook: AosHook, prepared: dict[str, Any], context: Context) -> str:
         kind = get_job_kind(RESTORE_KIND)
         assert kind.start_path is not None
         params = {"location": self.location} if self.location else None
-        path, scope = kind.start_path, kind.start_scope
-        # The hook's generic 429 backoff (about 30 s over 6 attempts) would hide the capacity signal
-        # from this loop and stretch each try: the POST goes out with 429 left to capacity_poll_interval.
-        policy = hook.retry_policy
-        session = replace(
-            hook.protocol, retry_policy=replace(policy, retry_statuses=policy.retry_statuses - {429})
+        reply = self.start_with_capacity_wait(
+            hook, "POST", kind.start_path, params=params, json=prepared, scope=kind.start_scope
         )
-        deadline = time.monotonic() + self.capacity_timeout
-        while True:
-            try:
-                reply = hook.drive(
-                    lambda _: session.request_json("POST", path, params=params, json=body, scope=scope)
-                )
-                break
-            except AosApiError as exc:
-                # "There are already 3 restore/export jobs running": wait for a free slot.
-                if exc.status != 429 or time.monotonic() + self.capacity_poll_interval > deadline:
-                    raise
-                self.log.info(
-                    "AOS is at capacity for restores (%s); trying again in %.0fs",
-                    exc.error,
-                    self.capacity_poll_interval,
-                )
-                time.sleep(self.capacity_poll_interval)
         data = reply.get("data") if isinstance(reply, dict) else None
         job_id = data.get("jobId") if isinstance(data, dict) else None
         if not isinstance(job_id, str) or not job_id:

@@ -8,10 +8,10 @@ check their arguments and how to start their job.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Unpack
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
@@ -19,6 +19,7 @@ from airflow_provider_aos.exceptions import AosApiError, AosError, AosJobFailedE
 from airflow_provider_aos.hooks.aos import AosHook
 from airflow_provider_aos.jobs import JOB_KINDS, AosJob, JobState
 from airflow_provider_aos.jobs_api import DEFAULT_MAX_CONSECUTIVE_ERRORS, JobQuery, wait_for_job
+from airflow_provider_aos.protocol import RequestOptions
 from airflow_provider_aos.sensors.jobs import (
     DEFAULT_FAILURE_STATES,
     DEFAULT_SUCCESS_STATES,
@@ -30,8 +31,6 @@ from airflow_provider_aos.triggers.jobs import AosJobTrigger
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
-
-T = TypeVar("T")
 
 JOB_ID_KEY = "aos_job_id"
 """The XCom key of a started job's id, and its ``task_state_store`` key."""
@@ -211,12 +210,12 @@ class AosJobOperatorBase(BaseOperator):
             if job is None or not job.state.is_terminal or job.state in self.verdict.success:
                 self.log.info(
                     "Resuming %s job %s, started by an earlier try (%s)",
-                    self.job_kind, previous, job.state.name if job else "not readable yet",
+                    JOB_KINDS[self.job_kind].title, previous, job.state.name if job else "not readable yet",
                 )  # fmt: skip
                 return str(previous), job
             self.log.warning(
                 "%s job %s of an earlier try ended %s; starting a new one",
-                self.job_kind,
+                JOB_KINDS[self.job_kind].title,
                 previous,
                 job.state.name,
             )
@@ -225,16 +224,27 @@ class AosJobOperatorBase(BaseOperator):
             store.set(self.job_id_key, job_id)
         return job_id, None
 
-    def start_with_capacity_wait(self, start: Callable[[], T]) -> T:
+    def start_with_capacity_wait(
+        self, hook: AosHook, method: str, path: str, **options: Unpack[RequestOptions]
+    ) -> Any:
         """
-        ``start()``, tried again every ``capacity_poll_interval`` while AOS answers 429 (at capacity:
-        the request was refused before anything was done, so trying again cannot start two jobs),
-        until ``capacity_timeout``; then the 429 is raised with the server's reason.
+        Send the request that starts the job (its JSON answer), tried again every
+        ``capacity_poll_interval`` while AOS answers 429 (at capacity: the request was refused before
+        anything was done, so trying again cannot start two jobs), until ``capacity_timeout``; then
+        the 429 is raised with the server's reason.
+
+        The hook's generic 429 backoff (about 30 s over its attempts) would hide the capacity signal
+        from this loop and stretch each try, so the request goes out with 429 left to this loop;
+        connection failures are still retried by the hook.
         """
+        policy = hook.retry_policy
+        session = replace(
+            hook.protocol, retry_policy=replace(policy, retry_statuses=policy.retry_statuses - {429})
+        )
         deadline = time.monotonic() + self.capacity_timeout
         while True:
             try:
-                return start()
+                return hook.drive(lambda _: session.request_json(method, path, **options))
             except AosApiError as exc:
                 if exc.status != 429 or time.monotonic() + self.capacity_poll_interval > deadline:
                     raise

@@ -277,9 +277,7 @@ class AosOpusRestoreOperator(AosJobOperatorBase):
         target, scope = prepared.target, prepared.scope
         self._check_archive(hook, target, scope)
         path = target.start_path
-        reply = self.start_with_capacity_wait(
-            lambda: hook.request_json("POST", path, json=prepared.body, scope=OPUS_SCOPE)
-        )
+        reply = self.start_with_capacity_wait(hook, "POST", path, json=prepared.body, scope=OPUS_SCOPE)
         answer = opus_answer(reply, "POST", path)
         job_id = answer.get("jobId")
         if isinstance(job_id, int) and not isinstance(job_id, bool):

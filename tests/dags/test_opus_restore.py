@@ -353,7 +353,7 @@ def test_a_retried_restore_resumes_the_job_its_first_try_started(
     for task_id, scope in RESUME_SCOPES.items():
         (job,) = starts_of(emulator, scope)
         job_id = str(job["id"])
-        assert f"Resuming opus_restore job {job_id}, started by an earlier try" in logs[task_id]
+        assert f"Resuming AvePoint Opus restore job {job_id}, started by an earlier try" in logs[task_id]
         # task_state_store exists under `airflow dags test` on 3.3 and kept the id across tries.
         stored = query(
             result,

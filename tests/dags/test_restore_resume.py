@@ -115,7 +115,7 @@ def test_a_retried_restore_resumes_the_job_its_first_try_started(
     assert try_numbers(result, dag_id) == {"restore": 2}
     job_id = emulator.list_jobs("m365")[0]["jobId"]
     assert str(job_id).startswith("RS")
-    assert f"Resuming restore job {job_id}" in result.output
+    assert f"Resuming Cloud Backup for Microsoft 365 restore job {job_id}" in result.output
     # The id the first try stored is where the retry found it.
     stored = query(
         result, "SELECT key, value FROM task_state_store WHERE dag_id = ? AND task_id = 'restore'", dag_id

@@ -316,3 +316,27 @@ def test_test_connection_warns_about_an_expired_certificate(emulator: AosEmulato
     assert ok, message
     assert "Warning:" in message
     assert "expired" in message
+
+
+def test_async_hooks_of_one_connection_on_one_loop_share_one_token(
+    emulator: AosEmulator, aos_connection
+) -> None:
+    # A triggerer runs hundreds of triggers of one connection on one event loop: one token request
+    # per scope for all of them (and one secret-masker registration), not one per trigger.
+    conn_id = aos_connection()
+
+    async def many() -> list[str]:
+        hooks = [AosAsyncHook(conn_id) for _ in range(20)]
+        try:
+            return list(await asyncio.gather(*(h.get_access_token(AUDIT_SCOPE) for h in hooks)))
+        finally:
+            await asyncio.gather(*(h.aclose() for h in hooks))
+
+    tokens = run(many())
+    assert len(set(tokens)) == 1
+    assert len(emulator.received_token_requests()) == 1
+    # Another connection (here: other credentials) never gets that token.
+    other = aos_connection("aos_other", login="other-client", password="other-secret-Zx81")
+    emulator.register_client("other-client", secret="other-secret-Zx81", scopes=[AUDIT_SCOPE])
+    assert run(_with(AosAsyncHook(other), lambda h: h.get_access_token(AUDIT_SCOPE))) not in tokens
+    assert len(emulator.received_token_requests()) == 2
