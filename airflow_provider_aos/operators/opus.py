@@ -723,3 +723,14 @@ class AosOpusDueRecordsOperator(BaseOperator):
             "opus_connection_id": guid,
             "bytes": dest.size,
         }
+
+
+# The contract path of the restore operator (its code lives beside: operators/opus_restore.py).
+from airflow_provider_aos.operators.opus_restore import AosOpusRestoreOperator  # noqa: E402
+
+__all__ = [
+    "AosOpusDestroyRecordsOperator",
+    "AosOpusDueRecordsOperator",
+    "AosOpusRestoreOperator",
+    "AosOpusSubmitRecordsOperator",
+]
