@@ -380,7 +380,7 @@ class AosOpusSubmitRecordsOperator(_ConnectorBatchOperator):
     Records come from ``records`` (a list of dicts, e.g. from XCom) or ``source`` (an object-storage
     file: JSON Lines, one record per line, or CSV with a header of the connection's column internal
     names; ``.gz`` is read as gzip), streamed, so a million records never sit in memory (only the set
-    of rowKeys seen, to refuse duplicates: about 100 bytes per record).
+    of rowKeys seen, to refuse duplicates: about 130 bytes per record, 13 MiB per 100,000 in bench/).
 
     Before anything is sent every record is checked: the required built-in columns (``rowKey``,
     ``leafName``, ``timeCreated``, ``timeModified``, ``createdBy``, ``modifiedBy``), a non-empty
