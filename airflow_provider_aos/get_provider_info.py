@@ -103,13 +103,19 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_aos.operators.audit",
                     "airflow_provider_aos.operators.backup",
+                    "airflow_provider_aos.operators.jobs",
+                    "airflow_provider_aos.operators.opus",
+                    "airflow_provider_aos.operators.opus_restore",
                 ],
             }
         ],
         "sensors": [
             {
                 "integration-name": "AvePoint Online Services",
-                "python-modules": ["airflow_provider_aos.sensors.backup"],
+                "python-modules": [
+                    "airflow_provider_aos.sensors.backup",
+                    "airflow_provider_aos.sensors.opus",
+                ],
             }
         ],
         "triggers": [
