@@ -112,6 +112,8 @@ with DAG(
         start_time="{{ check_window().start }}",
         end_time="{{ check_window().end }}",
         fail_on=FAIL_ON,
+        # A FAILED job is still FAILED on a retry; transient API errors are retried inside the hook.
+        retries=0,
     ).expand_kwargs(CHECKS)
     # [END howto_operator_aos_backup_health_check]
 

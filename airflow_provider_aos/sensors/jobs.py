@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
@@ -22,7 +22,7 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_aos.exceptions import AosConfigError, AosError, AosJobFailedError
 from airflow_provider_aos.hooks.aos import AosHook
-from airflow_provider_aos.jobs import AosJob, JobState
+from airflow_provider_aos.jobs import AosJob, JobState, iso_utc
 from airflow_provider_aos.jobs_api import DEFAULT_MAX_CONSECUTIVE_ERRORS, JobQuery, is_transient
 from airflow_provider_aos.triggers.jobs import AosJobTrigger
 
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 DEFAULT_SUCCESS_STATES = ("SUCCEEDED",)
 DEFAULT_FAILURE_STATES = ("FAILED", "STOPPED")
 EVENT_STATUSES = ("terminal", "timeout", "error")
+NOT_FOUND_GRACE = timedelta(minutes=15)
+"""How long after its window ended a sensor without a job id keeps looking for a job of the window."""
 
 
 class AosJobSensorFailedError(AosJobFailedError, AirflowFailException):
@@ -184,6 +186,7 @@ class AosJobSensorBase(BaseSensorOperator):
             return False
         self._failed_polls = 0
         if job is None:
+            self._give_up_if_none_can_come(query)
             self.log.info("%s: not found yet", query.describe())
             return False
         if not job.state.is_terminal:
@@ -207,6 +210,13 @@ class AosJobSensorBase(BaseSensorOperator):
             job = None
         if job is not None and job.state.is_terminal:
             return self._judge_now(job)
+        if job is None:
+            try:
+                self._give_up_if_none_can_come(query)
+            except AosJobSensorFailedError as exc:
+                if self.soft_fail or getattr(self, "never_fail", False):
+                    raise AirflowSkipException(f"Skipping (soft_fail): {exc}") from exc
+                raise
         self.defer(
             trigger=AosJobTrigger(
                 query=query.to_dict(),
@@ -217,6 +227,20 @@ class AosJobSensorBase(BaseSensorOperator):
             ),
             method_name="execute_complete",
         )
+
+    def _give_up_if_none_can_come(self, query: JobQuery) -> None:
+        """
+        Without a job id, a window that ended (plus :data:`NOT_FOUND_GRACE` for the API to list a
+        job that started at its very end) with no matching job will never have one: fail now rather
+        than wait until the timeout. With a job id, a job not found yet may be one just started.
+        """
+        if query.job_id or query.end is None:
+            return
+        if datetime.now(UTC) > query.end + NOT_FOUND_GRACE:
+            raise AosJobSensorFailedError(
+                f"no job found: {query.describe()}, and the window ended at {iso_utc(query.end)}; "
+                "check the filters and the window (start_time, end_time)"
+            )
 
     def _judge_now(self, job: AosJob) -> dict[str, Any]:
         """
