@@ -6,7 +6,7 @@ the HTTP status or the server's traceId. No message ever contains a secret, a to
 
 from __future__ import annotations
 
-from airflow.providers.common.compat.sdk import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 
 class AosError(AirflowException):
@@ -94,3 +94,7 @@ class AosJobFailedError(AosError):
     def __init__(self, message: str, *, job: dict[str, object] | None = None) -> None:
         self.job = job
         super().__init__(message)
+
+
+class AosJobCheckFailedError(AosJobFailedError, AirflowFailException):
+    """Jobs a check or a wait was told to refuse: trying the task again would not change them (no retry)."""

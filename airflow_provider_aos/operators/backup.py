@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
-from airflow_provider_aos.exceptions import AosApiError, AosConfigError, AosJobFailedError
+from airflow_provider_aos.exceptions import AosApiError, AosConfigError, AosJobCheckFailedError
 from airflow_provider_aos.hooks.aos import AosHook
 from airflow_provider_aos.jobs import FILTER_NAMES, AosJob, JobState, get_job_kind, in_window, parse_job
 from airflow_provider_aos.jobs_api import JobQuery
@@ -167,7 +167,8 @@ class AosBackupJobsOperator(BaseOperator):
             len(seen), kind.title, iso_z(start), iso_z(end), iterator.page_number, states or "none",
         )  # fmt: skip
         if offenders:
-            raise AosJobFailedError(self._health_message(kind.title, offenders, len(seen)))
+            # A retry would read the same jobs again: fail without one (AirflowFailException).
+            raise AosJobCheckFailedError(self._health_message(kind.title, offenders, len(seen)))
         if dest is None:
             return listed
         return {

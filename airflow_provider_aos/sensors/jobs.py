@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
-    AirflowFailException,
     AirflowSensorTimeout,
     AirflowSkipException,
     BaseSensorOperator,
@@ -20,7 +19,12 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from airflow_provider_aos.exceptions import AosConfigError, AosError, AosJobFailedError
+from airflow_provider_aos.exceptions import (
+    AosConfigError,
+    AosError,
+    AosJobCheckFailedError,
+    AosJobFailedError,
+)
 from airflow_provider_aos.hooks.aos import AosHook
 from airflow_provider_aos.jobs import AosJob, JobState, iso_utc
 from airflow_provider_aos.jobs_api import DEFAULT_MAX_CONSECUTIVE_ERRORS, JobQuery, is_transient
@@ -36,7 +40,7 @@ NOT_FOUND_GRACE = timedelta(minutes=15)
 """How long after its window ended a sensor without a job id keeps looking for a job of the window."""
 
 
-class AosJobSensorFailedError(AosJobFailedError, AirflowFailException):
+class AosJobSensorFailedError(AosJobCheckFailedError):
     """The watched job ended in a failing state: waiting again would not change it (no retry)."""
 
 
@@ -161,14 +165,16 @@ class AosJobSensorBase(BaseSensorOperator):
         raise NotImplementedError
 
     def _hook(self) -> AosHook:
-        return AosHook(aos_conn_id=self.aos_conn_id)
+        # One hook for every poke of this task process (poke mode loops in one process): one OIDC
+        # discovery and one token per scope over the whole wait, not one per poke. Its pooled
+        # connections go with the process; reschedule mode gets a new process, hence a new hook.
+        hook: AosHook | None = self.__dict__.get("_aos_hook")
+        if hook is None or hook.aos_conn_id != self.aos_conn_id:
+            hook = self.__dict__["_aos_hook"] = AosHook(aos_conn_id=self.aos_conn_id)
+        return hook
 
     def _read(self, query: JobQuery) -> AosJob | None:
-        hook = self._hook()
-        try:
-            job: AosJob | None = hook.drive(query.steps)
-        finally:
-            hook.close()
+        job: AosJob | None = self._hook().drive(query.steps)
         return job
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
