@@ -136,7 +136,9 @@ with DAG(
     start_date=datetime(2026, 11, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=2)},
+    # One retry, after Airflow's [core] default_task_retry_delay (300 s unless configured). A retry of
+    # submit_records or destroy_records sends only what did not succeed in the first try.
+    default_args={"retries": 1},
     params={
         "opus_connection_id": Param(
             None,
