@@ -12,32 +12,17 @@ import gzip
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 import urllib.request
 from datetime import date, timedelta
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from demo_common import ROOT, airflow_env, dags_test, start_emulator
+
 WORK = ROOT / ".demo"
 DAG_ID = "example_aos_audit_export"
 LOGICAL_DATE = os.environ.get("AOS_DEMO_DATE", "2026-11-02")
 RECORDS = os.environ.get("AOS_DEMO_RECORDS", "200000")
-
-
-def start_emulator() -> tuple[subprocess.Popen[str], dict[str, object]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_aos.emulator", "--port", "0", "--records", RECORDS],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # the emulator prints one JSON line when it is ready
-    if not line:
-        proc.kill()
-        sys.exit("demo: the AOS emulator did not start")
-    return proc, json.loads(line)
 
 
 def main() -> int:
@@ -45,43 +30,16 @@ def main() -> int:
     home, output = WORK / "airflow", WORK / "output"
     home.mkdir(parents=True)
     output.mkdir(parents=True)
-    emulator, info = start_emulator()
+    emulator, info = start_emulator("demo", "--records", RECORDS)
     try:
         print(f"AOS emulator: {info['graph_url']} ({info['records']} audit records)", flush=True)
-        env = {
-            **os.environ,
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "example_dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW_VAR_AOS_AUDIT_EXPORT_BASE": str(output),
-            "AIRFLOW_CONN_AOS_DEFAULT": json.dumps(
-                {
-                    "conn_type": "aos",
-                    "host": info["graph_url"],
-                    "login": info["client_id"],
-                    "password": info["client_secret"],
-                    "extra": {"identity_url": info["identity_url"]},
-                }
-            ),
-        }
-        airflow = [sys.executable, "-m", "airflow"]
+        env = airflow_env(home, info, AIRFLOW_VAR_AOS_AUDIT_EXPORT_BASE=str(output))
         log = WORK / "airflow.log"
-        with log.open("w") as out:
-            started = time.monotonic()
-            print("Migrating a fresh SQLite metadata DB...", flush=True)
-            subprocess.run(
-                [*airflow, "db", "migrate"], env=env, stdout=out, stderr=subprocess.STDOUT, check=True
-            )
-            print(f"airflow dags test {DAG_ID} {LOGICAL_DATE} (log: {log})", flush=True)
-            result = subprocess.run(
-                [*airflow, "dags", "test", DAG_ID, LOGICAL_DATE],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        if result.returncode != 0:
+        started = time.monotonic()
+        returncode = dags_test(env, DAG_ID, LOGICAL_DATE, log)
+        if returncode != 0:
             print(log.read_text()[-6000:])
-            print(f"demo: airflow dags test failed (exit {result.returncode}); full log: {log}")
+            print(f"demo: airflow dags test failed (exit {returncode}); full log: {log}")
             return 1
         files = sorted(output.glob("*.jsonl.gz"))
         if len(files) != 1:
