@@ -34,7 +34,10 @@ from typing import Any, NamedTuple
 from airflow.timetables.interval import CronDataIntervalTimetable
 from jinja2 import pass_context
 
-from airflow_provider_aos.operators.audit import AosAuditExportOperator
+from airflow_provider_aos.operators.audit import (
+    AosAuditExportOperator,
+    parse_time,  # the operators' own reading of times
+)
 
 try:  # Airflow 3
     from airflow.sdk import DAG, Param
@@ -53,19 +56,6 @@ class AuditWindow(NamedTuple):
     name: str
 
 
-def _utc(value: Any, param: str) -> datetime:
-    """A UTC datetime from a param (an ISO 8601 string) or a context datetime."""
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else value
-    except ValueError:
-        moment = None
-    if not isinstance(moment, datetime) or moment.tzinfo is None:
-        raise ValueError(
-            f"{param} = {value!r}: give an ISO 8601 date-time with an offset, e.g. 2026-11-20T00:00:00Z"
-        )
-    return datetime.fromtimestamp(moment.timestamp(), UTC)  # a plain datetime, also from pendulum
-
-
 @pass_context
 def audit_window(context: Any) -> AuditWindow:
     """
@@ -75,19 +65,19 @@ def audit_window(context: Any) -> AuditWindow:
     Used in templates as ``{{ audit_window().start }}``, ``.end`` and ``.name`` (see the docstring above).
     """
     params = context.get("params") or {}
-    start = _utc(params["start_time"], "start_time") if params.get("start_time") else None
-    end = _utc(params["end_time"], "end_time") if params.get("end_time") else None
+    start = parse_time(params["start_time"], "start_time") if params.get("start_time") else None
+    end = parse_time(params["end_time"], "end_time") if params.get("end_time") else None
     if start and not end:
         end = start + DAY
     elif end and not start:
         start = end - DAY
     elif not start and not end:  # the run's own day
         if context.get("data_interval_start") is not None:  # scheduled runs; every run on Airflow 2
-            start = _utc(context["data_interval_start"], "data_interval_start")
-            end = _utc(context["data_interval_end"], "data_interval_end")
+            start = parse_time(context["data_interval_start"], "data_interval_start")
+            end = parse_time(context["data_interval_end"], "data_interval_end")
         else:  # Airflow 3, a run triggered without a logical date: no data interval
             run_after = getattr(context.get("dag_run"), "run_after", None) or datetime.now(UTC)
-            end = datetime.combine(_utc(run_after, "run_after").date(), time.min, UTC)
+            end = datetime.combine(parse_time(run_after, "run_after").date(), time.min, UTC)
             start = end - DAY
     stamp = "%Y%m%dT%H%M%SZ"
     whole_day = end - start == DAY and start.time() == time.min

@@ -63,6 +63,7 @@ from typing import Any, NamedTuple
 from airflow.timetables.interval import CronDataIntervalTimetable
 from jinja2 import pass_context
 
+from airflow_provider_aos.operators.audit import parse_time  # the operators' own reading of times
 from airflow_provider_aos.operators.opus import (
     AosOpusDestroyRecordsOperator,
     AosOpusDueRecordsOperator,
@@ -95,19 +96,6 @@ class OpusRun(NamedTuple):
     day: str
 
 
-def _utc(value: Any, name: str) -> datetime:
-    """A UTC datetime from a param (an ISO 8601 string with an offset) or a context datetime."""
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00")) if isinstance(value, str) else value
-    except ValueError:
-        moment = None
-    if not isinstance(moment, datetime) or moment.tzinfo is None:
-        raise ValueError(
-            f"{name} = {value!r}: give an ISO 8601 date-time with an offset, e.g. 2026-11-02T00:00:00Z"
-        )
-    return datetime.fromtimestamp(moment.timestamp(), UTC)  # a plain datetime, also from pendulum
-
-
 @pass_context
 def opus_run(context: Any) -> OpusRun:
     """
@@ -117,12 +105,12 @@ def opus_run(context: Any) -> OpusRun:
     """
     param = (context.get("params") or {}).get("disposal_due_date")
     if param:
-        cutoff = _utc(param, "disposal_due_date")
+        cutoff = parse_time(param, "disposal_due_date")
     elif context.get("data_interval_end") is not None:  # scheduled runs; every run on Airflow 2
-        cutoff = _utc(context["data_interval_end"], "data_interval_end")
+        cutoff = parse_time(context["data_interval_end"], "data_interval_end")
     else:  # Airflow 3, a run triggered without a logical date
         run_after = getattr(context.get("dag_run"), "run_after", None) or datetime.now(UTC)
-        cutoff = _utc(run_after, "run_after").replace(microsecond=0)
+        cutoff = parse_time(run_after, "run_after").replace(microsecond=0)
     midnight = cutoff.time() == datetime.min.time()
     day = f"{cutoff:%Y-%m-%d}" if midnight else f"{cutoff:%Y%m%dT%H%M%SZ}"
     return OpusRun(cutoff.isoformat().replace("+00:00", "Z"), day)
