@@ -221,7 +221,7 @@ def test_the_cutoff_is_the_param_else_the_data_interval_end_else_run_after():
     # Airflow 3, triggered without a logical date: no data interval; the time it was triggered.
     run = SimpleNamespace(run_after=datetime(2026, 12, 3, 7, 53, 12, 345678, tzinfo=UTC))
     assert opus_run({"dag_run": run}) == ("2026-12-03T07:53:12Z", "20261203T075312Z")
-    with pytest.raises(ValueError, match="disposal_due_date: 2026-12-01.* has no timezone"):
+    with pytest.raises(ValueError, match=r"disposal_due_date: 2026-12-01.* has no timezone"):
         opus_run({"params": {"disposal_due_date": "2026-12-01"}})
 
 

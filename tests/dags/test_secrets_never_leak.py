@@ -94,7 +94,11 @@ def _grams(value: str) -> set[bytes]:
 
 def _leaked_fragments(data: bytes, grams: dict[bytes, str]) -> set[str]:
     """The names of the canaries any 8 bytes of which appear in ``data``."""
-    return {grams[data[i : i + FRAGMENT]] for i in range(len(data) - FRAGMENT + 1) if data[i : i + FRAGMENT] in grams}
+    return {
+        grams[data[i : i + FRAGMENT]]
+        for i in range(len(data) - FRAGMENT + 1)
+        if data[i : i + FRAGMENT] in grams
+    }
 
 
 def _key_lines(pem: str) -> list[str]:
@@ -197,7 +201,9 @@ def test_no_secret_reaches_logs_xcom_or_rendered_fields(
     # (XCom, rendered template fields, serialized DAGs) and its journal.
     places = {"task output": result.output.encode()}
     places.update({str(p): p.read_bytes() for p in result.home.rglob("*") if p.is_file()})
-    leaks = [f"{what} in {where}" for where, data in places.items() for what in _leaked_fragments(data, grams)]
+    leaks = [
+        f"{what} in {where}" for where, data in places.items() for what in _leaked_fragments(data, grams)
+    ]
     assert leaks == []
     # The scan does find a fragment where there is one.
     assert _leaked_fragments(b"..." + tokens[0][5:13].encode() + b"...", grams) == {"token 0"}
