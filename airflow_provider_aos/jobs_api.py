@@ -31,6 +31,8 @@ from airflow_provider_aos.pagination import PageRequest, PageWalk
 from airflow_provider_aos.protocol import AosSession, Sleep, Steps
 
 DEFAULT_MAX_CONSECUTIVE_ERRORS = 5
+NOT_FOUND_GRACE = 900.0
+"""Seconds after a window's end during which a job started at its very end may still appear."""
 MAX_ERROR_BACKOFF = 600.0
 """Seconds: the longest wait after failed polls (unless the poll interval itself is longer)."""
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -173,6 +175,20 @@ class JobQuery:
             )
         return newest_job(session, self.kind, filters=self.filters, start=self.start, end=self.end)
 
+    def none_can_come(self, now: float) -> bool:
+        """
+        Without a job id, a window that ended (plus :data:`NOT_FOUND_GRACE` for the API to list a job
+        that started at its very end) with no matching job will never have one. With a job id, a job
+        not found yet may be one just started: that wait goes on.
+        """
+        return not self.job_id and self.end is not None and now > self.end.timestamp() + NOT_FOUND_GRACE
+
+    def not_found_message(self) -> str:
+        return (
+            f"no job found: {self.describe()}, and the window ended at {iso_utc(self.end)}; "
+            "check the filters and the window (start_time, end_time)"
+        )
+
     def describe(self) -> str:
         """What is being waited for, for log lines and errors."""
         title = get_job_kind(self.kind).title
@@ -223,7 +239,8 @@ def wait_for_job(
     in the worker drives it with the sync hook. A transient failure (:func:`is_transient`, after
     the hook's own retries) is polled again with backoff until ``max_consecutive_errors`` polls in a
     row have failed; any other failure ends the wait at once. Returns :func:`job_event` with status
-    ``terminal``, ``timeout`` or ``error``.
+    ``terminal``, ``timeout``, ``error``, or ``not_found`` (no job id, and the window ended with no
+    matching job: :meth:`JobQuery.none_can_come`).
     """
     what = query.describe()
     log = session.logger
@@ -247,6 +264,8 @@ def wait_for_job(
             errors = 0
             wait = poll_interval
             if job is None:
+                if query.none_can_come(clock()):
+                    return job_event("not_found", None, query.not_found_message())
                 log.info("%s: not found yet", what)
             else:
                 last = job

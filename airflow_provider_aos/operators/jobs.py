@@ -194,7 +194,7 @@ class AosJobOperatorBase(BaseOperator):
         status, job, message = job_from_event(event, query.describe())
         if status == "timeout":
             raise AosError(f"{message} (timeout {self.timeout:.0f}s); the job goes on in AOS")
-        if status == "error":
+        if status in ("error", "not_found"):
             raise AosError(message)
         assert job is not None  # job_from_event guarantees it for a terminal event
         return self.verdict.judge(job, AosJobFailedError)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
@@ -26,7 +26,7 @@ from airflow_provider_aos.exceptions import (
     AosJobFailedError,
 )
 from airflow_provider_aos.hooks.aos import AosHook
-from airflow_provider_aos.jobs import AosJob, JobState, iso_utc
+from airflow_provider_aos.jobs import AosJob, JobState
 from airflow_provider_aos.jobs_api import DEFAULT_MAX_CONSECUTIVE_ERRORS, JobQuery, is_transient
 from airflow_provider_aos.triggers.jobs import AosJobTrigger
 
@@ -35,8 +35,7 @@ if TYPE_CHECKING:
 
 DEFAULT_SUCCESS_STATES = ("SUCCEEDED",)
 DEFAULT_FAILURE_STATES = ("FAILED", "STOPPED")
-EVENT_STATUSES = ("terminal", "timeout", "error")
-NOT_FOUND_GRACE = timedelta(minutes=15)
+EVENT_STATUSES = ("terminal", "timeout", "error", "not_found")
 """How long after its window ended a sensor without a job id keeps looking for a job of the window."""
 
 
@@ -235,18 +234,9 @@ class AosJobSensorBase(BaseSensorOperator):
         )
 
     def _give_up_if_none_can_come(self, query: JobQuery) -> None:
-        """
-        Without a job id, a window that ended (plus :data:`NOT_FOUND_GRACE` for the API to list a
-        job that started at its very end) with no matching job will never have one: fail now rather
-        than wait until the timeout. With a job id, a job not found yet may be one just started.
-        """
-        if query.job_id or query.end is None:
-            return
-        if datetime.now(UTC) > query.end + NOT_FOUND_GRACE:
-            raise AosJobSensorFailedError(
-                f"no job found: {query.describe()}, and the window ended at {iso_utc(query.end)}; "
-                "check the filters and the window (start_time, end_time)"
-            )
+        """No job id and a window that ended with no matching job: fail now, not at the timeout."""
+        if query.none_can_come(time.time()):
+            raise AosJobSensorFailedError(query.not_found_message())
 
     def _judge_now(self, job: AosJob) -> dict[str, Any]:
         """
@@ -274,6 +264,8 @@ class AosJobSensorBase(BaseSensorOperator):
             raise AirflowSensorTimeout(f"{message} (timeout {self._timeout_seconds():.0f}s)")
         if status == "error":
             raise AosError(message)
+        if status == "not_found":
+            raise AosJobSensorFailedError(message)
         assert job is not None  # job_from_event guarantees it for a terminal event
         return self.verdict.judge(job)
 

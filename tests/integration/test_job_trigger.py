@@ -172,6 +172,30 @@ def test_without_a_job_id_the_newest_matching_job_in_the_window(
     assert emulator.stats()["jobs_m365"] >= 3  # polled through the list, not a detail read
 
 
+def test_no_matching_job_in_an_ended_window_ends_the_wait(emulator: AosEmulator, aos_connection) -> None:
+    # Without a job id, a window that ended (plus the grace for late listing) with no matching job
+    # will never have one: one clear event, not a wait until the deadline. The same rule the sensor
+    # applies before deferring, in the one poll loop both use.
+    conn_id = aos_connection()
+    end = datetime.now(UTC) - timedelta(hours=2)
+    q = JobQuery(kind="m365", filters={"job_type": "Restore"}, start=end - timedelta(hours=1), end=end)
+
+    event = run_trigger(make_trigger(conn_id, q.to_dict(), deadline=time.time() + 3600))
+
+    assert event["status"] == "not_found", event
+    assert "no job found" in event["message"]
+    assert emulator.stats()["jobs_m365"] == 1  # one look at the list, then it stopped
+
+    # A window that has not ended yet keeps waiting (here: until a near deadline).
+    open_q = JobQuery(
+        kind="m365", filters={"job_type": "Restore"}, start=end, end=datetime.now(UTC) + timedelta(hours=1)
+    )
+    assert (
+        run_trigger(make_trigger(conn_id, open_q.to_dict(), deadline=time.time() + 0.3))["status"]
+        == "timeout"
+    )
+
+
 # -- 3. errors ------------------------------------------------------------------------------------
 
 
