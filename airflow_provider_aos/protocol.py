@@ -81,7 +81,7 @@ class Reply:
 
     status: int
     headers: Mapping[str, str]
-    content: bytes
+    content: bytes = field(repr=False)  # a careless server may echo a token in its body
 
     @property
     def status_code(self) -> int:

@@ -141,3 +141,8 @@ def test_attempt_overrun_of_a_post_is_not_replayed() -> None:
 def test_call_repr_holds_no_header_or_form() -> None:
     call = Call("POST", "https://x/connect/token", form={"client_secret": SECRET}, headers={"A": TOKEN})
     assert_no_fragment(repr(call), TOKEN, SECRET)
+
+
+def test_reply_repr_holds_no_body() -> None:
+    # A server may echo the bearer token in its body; a Reply in a traceback must not show it.
+    assert_no_fragment(repr(_reply(400, {"error": f"bad token {TOKEN}"})), TOKEN)
