@@ -169,7 +169,10 @@ def test_without_a_job_id_the_newest_matching_job_in_the_window(
 
     assert event["status"] == "terminal", event
     assert (event["job"]["id"], event["job"]["state"]) == (newest_backup, "FAILED")
-    assert emulator.stats()["jobs_m365"] >= 3  # polled through the list, not a detail read
+    # Found through the list, never a detail read (how many polls depends on the machine's speed).
+    stats = emulator.stats()
+    assert stats["jobs_m365"] >= 1
+    assert stats.get("jobs_m365_detail", 0) == 0
 
 
 def test_no_matching_job_in_an_ended_window_ends_the_wait(emulator: AosEmulator, aos_connection) -> None:
