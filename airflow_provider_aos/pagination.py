@@ -28,10 +28,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urljoin, urlsplit
+
+import msgspec
 
 from airflow_provider_aos.exceptions import AosApiError, AosPaginationError
 
@@ -159,6 +162,50 @@ def find_items(body: Any, keys: Iterable[str] = DEFAULT_ITEM_KEYS) -> list[Any] 
     if any(key in holder and holder[key] is None for holder in holders for key in keys):
         return []
     return None
+
+
+_TOP_OBJECT = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+_ANY = msgspec.json.Decoder()
+
+
+def decode_json(content: bytes) -> Any:
+    """A body as Python objects (None for an empty body); ValueError when it is not JSON."""
+    return json.loads(content) if content.strip() else None
+
+
+def decode_records_raw(content: bytes, item_keys: Iterable[str] = DEFAULT_ITEM_KEYS) -> Any:
+    """
+    A page body whose record lists stay undecoded: each record a :class:`msgspec.Raw` (its JSON bytes).
+
+    Everything else (links, counts, envelopes, ``data`` as an object) is decoded as usual, so
+    :class:`PageWalk` reads the page exactly as it reads :func:`decode_json`'s. A caller that writes
+    records as JSON can then write each one's bytes as they came, and decode only the fields it
+    needs; that is most of the cost of a page saved. msgspec refuses what the standard library accepts
+    (a lone surrogate such as ``"\\ud800"``, duplicate keys): such a page is decoded by
+    :func:`decode_json` instead, its records as Python objects; callers handle both.
+
+    Raises ValueError when the body is not JSON.
+    """
+    text = content.lstrip()
+    if not text:
+        return None
+    try:
+        if text[:1] == b"[":
+            return _RAW_LIST.decode(content)
+        if text[:1] != b"{":
+            return _ANY.decode(content)
+        keys = frozenset(item_keys)
+        body: dict[str, Any] = {}
+        for key, raw in _TOP_OBJECT.decode(content).items():
+            # A Raw is a view of ``content``: no copy of the page is made here.
+            if key in keys and memoryview(raw)[:1].tobytes() == b"[":
+                body[key] = _RAW_LIST.decode(raw)
+            else:
+                body[key] = _ANY.decode(raw)
+        return body
+    except msgspec.DecodeError:
+        return decode_json(content)  # raises ValueError when it is not JSON at all
 
 
 def extract_items(body: Any, keys: Iterable[str] = DEFAULT_ITEM_KEYS) -> list[Any]:
@@ -584,6 +631,9 @@ class PageIterator:
     :param style: the endpoint's paging style.
     :param max_pages: stop after this many pages (None: until the API says the end).
     :param max_empty_pages: raise after this many empty pages in a row that still name a next page.
+    :param prefetch: fetch the next page on this executor while the caller handles the page in hand
+        (one page ahead, never more), so decoding and writing overlap the next round trip. The next
+        request is known as soon as a page is read: only links and counters decide it.
     """
 
     def __init__(
@@ -594,8 +644,10 @@ class PageIterator:
         *,
         max_pages: int | None = None,
         max_empty_pages: int = DEFAULT_MAX_EMPTY_PAGES,
+        prefetch: Executor | None = None,
     ) -> None:
         self._fetch = fetch
+        self._prefetch = prefetch
         self._max_pages = max_pages
         self._started = False
         self._walk_state = PageWalk(style, max_empty_pages=max_empty_pages)
@@ -616,15 +668,28 @@ class PageIterator:
             raise AosPaginationError("this PageIterator has already been iterated; create a new one")
         self._started = True
 
+    def _more(self) -> bool:
+        return self.next_page_request is not None and (
+            self._max_pages is None or self.page_number < self._max_pages
+        )
+
     def _walk(self) -> Iterator[Page]:
-        while self.next_page_request is not None:
-            if self._max_pages is not None and self.page_number >= self._max_pages:
-                return
-            request = self.next_page_request
-            body = self._fetch(request)
-            items, self.next_page_request = self._walk_state.advance(request, body)
-            del body  # the page's items are all we keep
-            yield Page(self.page_number, items, request)
+        ahead: Future[Any] | None = None  # the next page's body, being fetched
+        try:
+            while self._more():
+                request = self.next_page_request
+                assert request is not None
+                body = ahead.result() if ahead is not None else self._fetch(request)
+                ahead = None
+                items, self.next_page_request = self._walk_state.advance(request, body)
+                del body  # the page's items are all we keep
+                following = self.next_page_request
+                if self._prefetch is not None and following is not None and self._more():
+                    ahead = self._prefetch.submit(self._fetch, following)
+                yield Page(self.page_number, items, request)
+        finally:
+            if ahead is not None:  # the caller stopped early: nobody will read that page
+                ahead.cancel()
 
     @property
     def pages(self) -> Iterator[Page]:

@@ -415,11 +415,18 @@ class AosSession:
             )  # fmt: skip
         return reply
 
-    def request_json(self, method: str, path: str, **kwargs: Any) -> Steps[Any]:
-        """:meth:`request`, returning the decoded JSON body (None for an empty body)."""
+    def request_json(
+        self, method: str, path: str, *, decode: Callable[[bytes], Any] | None = None, **kwargs: Any
+    ) -> Steps[Any]:
+        """
+        :meth:`request`, returning the decoded JSON body (None for an empty body).
+
+        :param decode: turns the body's bytes into the result (default: :meth:`Reply.json`); raises
+            ValueError for a body that is not JSON.
+        """
         reply = yield from self.request(method, path, **kwargs)
         try:
-            return reply.json()
+            return reply.json() if decode is None else decode(reply.content)
         except ValueError:
             raise AosApiError(
                 method=method, path=urlsplit(self.url_for(path)).path, status=reply.status,

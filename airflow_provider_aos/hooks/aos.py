@@ -19,6 +19,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypedDict, TypeVar, Unpack
@@ -58,6 +59,7 @@ from airflow_provider_aos.protocol import (
 )
 from airflow_provider_aos.redact import scrub
 from airflow_provider_aos.retry import Failure, RetryPolicy
+from airflow_provider_aos.throttle import AdaptiveLimit
 
 __all__ = ["AosAsyncHook", "AosHook", "token_endpoint_from_discovery"]
 
@@ -154,6 +156,8 @@ class PageOptions(TypedDict, total=False):
     :param json: JSON body of the first page (POST paging).
     :param max_pages: stop after this many pages.
     :param max_empty_pages: fail after this many empty pages in a row that still link onwards.
+    :param decode: turns a page's bytes into its body (default: JSON into Python objects); e.g.
+        :func:`~airflow_provider_aos.pagination.decode_records_raw` keeps records as JSON bytes.
     """
 
     params: QueryParams
@@ -163,21 +167,31 @@ class PageOptions(TypedDict, total=False):
     json: Any
     max_pages: int | None
     max_empty_pages: int
+    decode: Callable[[bytes], Any] | None
 
 
-def _first_page(path: str, options: PageOptions) -> tuple[PageRequest, str | None]:
-    request = PageRequest(
+def _first_page(path: str, options: PageOptions) -> PageRequest:
+    return PageRequest(
         url=path,
         params=to_params(options.get("params")),
         method=options.get("method", "GET"),
         json=options.get("json"),
     )
-    return request, options.get("scope")
 
 
 def _page_request(request: PageRequest, scope: str | None) -> RequestOptions:
     # Paging reads data, so a POST here is as safe to retry as a GET.
     return {"params": request.params, "json": request.json, "scope": scope, "idempotent": True}
+
+
+def _page_steps(session: AosSession, request: PageRequest, options: PageOptions) -> Steps[Any]:
+    """The steps of one page's request, decoded the walk's way."""
+    return session.request_json(
+        request.method,
+        request.url,
+        decode=options.get("decode"),
+        **_page_request(request, options.get("scope")),
+    )
 
 
 class _AosHookBase(BaseHook):
@@ -234,6 +248,8 @@ class AosHook(_AosHookBase):
 
     # How the hook waits between attempts; tests replace it to observe the waits without sleeping.
     sleep: Callable[[float], None] = staticmethod(time.sleep)
+    limit: AdaptiveLimit | None = None
+    """Bounds the HTTP attempts in flight across threads sharing this hook, adapting to throttling."""
 
     def __init__(self, aos_conn_id: str = _AosHookBase.default_conn_name, **kwargs: Any) -> None:
         super().__init__(aos_conn_id, **kwargs)
@@ -289,6 +305,18 @@ class AosHook(_AosHookBase):
         return self._http(action)
 
     def _http(self, call: Call) -> Reply | NoReply:
+        limit = self.limit
+        if limit is None:
+            return self._attempt(call)
+        limit.acquire()
+        outcome: Reply | NoReply | None = None
+        try:
+            outcome = self._attempt(call)
+            return outcome
+        finally:
+            limit.release(outcome.status if isinstance(outcome, Reply) else None)
+
+    def _attempt(self, call: Call) -> Reply | NoReply:
         # The read timeout bounds each wait for bytes; the deadline bounds the whole attempt, so
         # the body is read in chunks and the clock checked between them.
         ends = time.monotonic() + call.deadline
@@ -366,21 +394,26 @@ class AosHook(_AosHookBase):
         """:meth:`request`, returning the decoded JSON body (None for an empty body)."""
         return self._run(self.protocol.request_json(method, path, **options))
 
-    def paginate(self, path: str, **options: Unpack[PageOptions]) -> PageIterator:
+    def paginate(
+        self, path: str, *, prefetch: Executor | None = None, **options: Unpack[PageOptions]
+    ) -> PageIterator:
         """
         Walk a list endpoint lazily. Iterate the result for records, or ``.pages`` for pages.
 
         :param path: API path of the list endpoint.
+        :param prefetch: an executor to fetch the next page on while the caller handles the page in
+            hand (one page ahead); the hook is thread-safe.
         :param options: ``params``, ``scope``, ``style``, ``method``, ``json``, ``max_pages``,
-            ``max_empty_pages`` (:class:`PageOptions`).
+            ``max_empty_pages``, ``decode`` (:class:`PageOptions`).
         """
-        first, scope = _first_page(path, options)
+        first = _first_page(path, options)
         return PageIterator(
-            lambda request: self.request_json(request.method, request.url, **_page_request(request, scope)),
+            lambda request: self._run(_page_steps(self.protocol, request, options)),
             first,
             options.get("style") or NextLinkPaging(),
             max_pages=options.get("max_pages"),
             max_empty_pages=options.get("max_empty_pages", DEFAULT_MAX_EMPTY_PAGES),
+            prefetch=prefetch,
         )
 
     # -- Airflow integration ----------------------------------------------------------------------
@@ -616,7 +649,7 @@ class AosAsyncHook(_AosHookBase):
         The same walk as :meth:`AosHook.paginate` (styles, shape checks, cycle detection); only the
         page in hand is held.
         """
-        first, scope = _first_page(path, options)
+        first = _first_page(path, options)
         walk = PageWalk(
             options.get("style") or NextLinkPaging(),
             max_empty_pages=options.get("max_empty_pages", DEFAULT_MAX_EMPTY_PAGES),
@@ -624,7 +657,7 @@ class AosAsyncHook(_AosHookBase):
         request: PageRequest | None = walk.first(first)
         max_pages = options.get("max_pages")
         while request is not None and (max_pages is None or walk.page_number < max_pages):
-            body = await self.request_json(request.method, request.url, **_page_request(request, scope))
+            body = await self._run(_page_steps(await self._session(), request, options))
             items, following = walk.advance(request, body)
             yield Page(walk.page_number, items, request)
             request = following

@@ -2,79 +2,56 @@
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_aos.exceptions import AosConfigError, AosError
 from airflow_provider_aos.hooks.aos import AosHook
-from airflow_provider_aos.storage import AtomicDestination, encode_record
+from airflow_provider_aos.pagination import decode_records_raw
+from airflow_provider_aos.slices import (
+    Counts,
+    Progress,
+    Slice,
+    SliceRun,
+    encode_page,
+    plan_slices,
+    remove_folder,
+    spool_folder,
+)
+from airflow_provider_aos.storage import AtomicDestination
+from airflow_provider_aos.throttle import AdaptiveLimit, Cancelled
+from airflow_provider_aos.windows import iso_z, parse_time, split_window
+
+__all__ = ["AosAuditExportOperator", "iso_z", "parse_time", "split_window"]
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
 AUDIT_PATH = "aos/audit"
 AUDIT_SCOPE = "audit.read.all"
-MAX_WINDOW = timedelta(days=7)
-"""``endTime - startTime`` may be at most 7 days (audit.md §1); longer windows are split."""
 KILLED = "the export was stopped because the task was killed; no file was written"
+MAX_CONCURRENCY = 64
 
 
-def parse_time(value: Any, field: str) -> datetime:
-    """
-    A timezone-aware datetime from a datetime or an ISO 8601 string (what a template renders).
-
-    Naive values are refused: "midnight" means a different instant on every worker's clock.
-    """
-    if isinstance(value, str):
-        text = value.strip()
-        if text in ("", "None"):
-            # What Jinja renders for a missing or None value, e.g. ``{{ params.start_time }}`` unset.
-            raise AosConfigError(
-                field,
-                f"the template rendered to {text!r}: the value it refers to (e.g. a DAG param) is empty "
-                f"or None. Give {field} a date-time, e.g. 2026-11-01T00:00:00Z",
-            )
-        try:
-            value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-        except ValueError:
-            raise AosConfigError(
-                field, f"{text!r} is not an ISO 8601 date-time, e.g. 2026-11-01T00:00:00Z"
-            ) from None
-    if not isinstance(value, datetime):
-        raise AosConfigError(field, f"expected a datetime or ISO 8601 string, got {type(value).__name__}")
-    if value.tzinfo is None or value.utcoffset() is None:
+def _concurrency(value: Any) -> int:
+    """``max_concurrency`` as a whole number from 1 to 64 (a template renders a string)."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = 0
+    if not 1 <= number <= MAX_CONCURRENCY or isinstance(value, bool | float):
         raise AosConfigError(
-            field,
-            f"{value.isoformat()} has no timezone; give an aware datetime or an ISO string with an offset, "
-            f"e.g. {value.isoformat()}Z",
+            "max_concurrency",
+            f"{value!r}: give a whole number of time slices to walk at once, from 1 to {MAX_CONCURRENCY} "
+            "(default 4)",
         )
-    utc = value.astimezone(UTC)
-    # A plain datetime: pendulum's (what Airflow puts in the context) loses a stdlib tzinfo on arithmetic.
-    return datetime(
-        utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond, tzinfo=UTC
-    )
-
-
-def iso_z(moment: datetime) -> str:
-    """UTC ISO 8601 with a ``Z``, the form of every sample in the AOS docs."""
-    # isoformat, not strftime: %Y gives "999" for year 999 on Linux, which is not ISO 8601.
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
-
-
-def split_window(
-    start: datetime, end: datetime, size: timedelta = MAX_WINDOW
-) -> Iterator[tuple[datetime, datetime]]:
-    """Consecutive ``[start, end)`` windows of at most ``size``."""
-    cursor = start
-    while cursor < end:
-        upper = min(cursor + size, end)
-        yield cursor, upper
-        cursor = upper
+    return number
 
 
 def _filter_values(value: Any, field: str) -> list[str]:
@@ -95,13 +72,26 @@ class AosAuditExportOperator(BaseOperator):
     Records stream page by page from ``GET /aos/audit`` to the destination; they are never held in
     memory or pushed to XCom. The file is written under a temporary name beside the destination and
     moved into place only when complete, so a killed or retried task never leaves a partial file, and
-    a rerun of the same window replaces the file. Windows longer than 7 days (the API's limit) are
-    split. The window is half-open, ``[start_time, end_time)``: a record stamped exactly at
-    ``end_time`` belongs to the next run, so consecutive runs neither drop nor repeat records.
+    a rerun of the same window replaces the file. The window is half-open, ``[start_time,
+    end_time)``: a record stamped exactly at ``end_time`` belongs to the next run, so consecutive runs
+    neither drop nor repeat records.
+
+    **Concurrency.** The window is cut into time slices (:attr:`slice_duration`: a day into 24 slices
+    of an hour on hour boundaries, 20 days into 40 of 12 hours), whatever ``max_concurrency`` is. Up
+    to ``max_concurrency`` slices are walked at once, each page's successor fetched while the page in
+    hand is written, each slice into a spool file in the worker's temporary directory; the spools are
+    appended to the destination in time order. So the file holds the same bytes at any concurrency
+    and on a rerun. Each slice costs at least one request, even an empty one. The requests in flight
+    start at one and grow by one per round of successes up to ``max_concurrency``; each 429 or 503
+    halves them (``Retry-After`` is honoured as for any request), so a throttling service sets the
+    pace instead of failing the task. Records are written as the API sent them (compact JSON, one
+    per line); only their ``actionTime`` is decoded.
 
     Every argument, the connection and the destination's folder are checked before the first API
-    request. A kill (``on_kill``) stops the export at the next page and removes the temporary file; each
-    attempt also removes temporary files that killed earlier attempts left for the same destination.
+    request. A kill (``on_kill``) stops the export at the next page and removes the temporary file
+    and the spools; each attempt also removes what killed earlier attempts left for the same
+    destination. With ``outlets`` (an ``Asset``, a ``Dataset`` on Airflow 2.11), each asset event
+    carries the manifest as its ``extra``.
 
     :param destination: file path or URL understood by Airflow object storage, e.g.
         ``/data/aos/audit-{{ ds }}.jsonl.gz`` or ``s3://bucket/aos/{{ ds }}.jsonl`` (templated).
@@ -116,10 +106,15 @@ class AosAuditExportOperator(BaseOperator):
         any case).
     :param destination_conn_id: connection for the object store (e.g. an ``aws`` one), if it needs one
         (templated).
-    :return: a manifest: ``path``, ``records``, ``pages``, ``start_time``, ``end_time``, ``windows``,
-        ``compression``, ``bytes``, ``skipped_outside_window`` (records the API returned that belong to
-        a neighbouring window), ``escaped_records`` (records written with ``\\uXXXX`` escapes because
-        they hold text UTF-8 cannot encode, such as a lone surrogate).
+    :param max_concurrency: the most time slices walked (and requests in flight) at once, 1 to 64
+        (templated; default 4).
+    :return: a manifest: ``path``, ``records``, ``pages``, ``start_time``, ``end_time``, ``slices``,
+        ``windows`` (the same number: each slice is one API window), ``max_concurrency`` (asked),
+        ``max_concurrency_used`` (the most requests that were in flight at once),
+        ``throttled_requests`` (429/503 answers that made the export slow down), ``compression``,
+        ``bytes``, ``skipped_outside_window`` (records the API returned that belong to a neighbouring
+        slice or window), ``escaped_records`` (records written with ``\\uXXXX`` escapes because they
+        hold text UTF-8 cannot encode, such as a lone surrogate).
     """
 
     template_fields: Sequence[str] = (
@@ -130,13 +125,24 @@ class AosAuditExportOperator(BaseOperator):
         "product_types",
         "geo_locations",
         "destination_conn_id",
+        "max_concurrency",
     )
     ui_color = "#e8f1fb"
+    slice_duration: timedelta | None = None
+    """
+    The width of the time slices, cut at multiples of it since the epoch (UTC), at most 7 days. None
+    (the default): the narrowest of 1, 2, 3, 4, 6, 8, 12 hours, 1, 2, 4, 7 days that cuts the window
+    into at most 48 slices (:func:`~airflow_provider_aos.slices.slice_width`). Set it on a subclass.
+    """
 
     # State of the running export, read by on_kill(). Class defaults rather than __init__ attributes:
     # Airflow deep-copies and serializes operators, and these are only meaningful inside execute().
     _killed: bool = False
     _dest: AtomicDestination | None = None
+    _spools: Path | None = None
+    _limit: AdaptiveLimit | None = None
+    _manifest: dict[str, Any] | None = None  # the last manifest, for OpenLineage
+    _api_url: str | None = None
 
     def __init__(
         self,
@@ -149,6 +155,7 @@ class AosAuditExportOperator(BaseOperator):
         geo_locations: list[str] | str | None = None,
         compression: str | None = "infer",
         destination_conn_id: str | None = None,
+        max_concurrency: int | str = 4,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -160,6 +167,7 @@ class AosAuditExportOperator(BaseOperator):
         self.geo_locations = geo_locations
         self.compression = compression
         self.destination_conn_id = destination_conn_id
+        self.max_concurrency = max_concurrency
 
     def _window(self, context: Context) -> tuple[datetime, datetime]:
         start = self.start_time if self.start_time is not None else context.get("data_interval_start")
@@ -185,21 +193,24 @@ class AosAuditExportOperator(BaseOperator):
 
     def on_kill(self) -> None:
         """
-        Stop the export at the next page and remove the temporary file.
+        Stop the export at the next page and remove the temporary file and the spools.
 
         Airflow 3 only calls this on SIGTERM (nothing is raised in the task) and SIGKILLs about 5 s
-        later, so the file goes now rather than in ``execute``'s cleanup, which a SIGKILL would skip.
-        It runs inside the signal handler, interrupting ``execute`` in the same thread, so it takes no
+        later, so the files go now rather than in ``execute``'s cleanup, which a SIGKILL would skip.
+        It runs inside the signal handler, interrupting ``execute`` in the main thread, so it takes no
         lock: closing the HTTP client here could deadlock on a connection-pool lock the interrupted
-        request holds. ``execute`` closes the client; a request in flight finishes first.
+        request holds. ``execute`` closes the client; requests in flight finish first.
         """
         self._killed = True
+        if self._limit is not None:
+            self._limit.cancel()
         dest = self._dest
         if dest is not None:
             try:
                 dest.discard()
             except Exception:
                 self.log.warning("Could not remove the temporary file %s", dest.tmp)
+        remove_folder(self._spools)
 
     def _check_killed(self) -> None:
         if self._killed:
@@ -221,27 +232,38 @@ class AosAuditExportOperator(BaseOperator):
         )
         product_types = _filter_values(self.product_types, "product_types")
         geo_locations = _filter_values(self.geo_locations, "geo_locations")
+        concurrency = _concurrency(self.max_concurrency)
+        slices = plan_slices(start, end, self.slice_duration)
         hook = AosHook(aos_conn_id=self.aos_conn_id)
         hook.config  # noqa: B018 - validates the connection before anything is written or requested
         hook.sleep = self._sleep  # type: ignore[method-assign]
-        n_windows = math.ceil((end - start) / MAX_WINDOW)
+        hook.limit = limit = self._limit = AdaptiveLimit(concurrency)
         self.log.info(
-            "Exporting AOS audit records %s to %s: %d API request window(s) of at most 7 days",
-            iso_z(start), iso_z(end), n_windows,
+            "Exporting AOS audit records %s to %s to %s: %d slice(s) of at most %s, up to %d at once",
+            iso_z(start), iso_z(end), dest.path, len(slices), max(s.end - s.start for s in slices),
+            concurrency,
         )  # fmt: skip
 
-        records = pages = outside = escaped = windows = 0
+        base: dict[str, Any] = {}
+        # The docs type both filters as one string and never show several values; the API's list
+        # convention elsewhere is a repeated parameter, so that is what we send (endpoints.md §2).
+        if product_types:
+            base["productTypes"] = product_types
+        if geo_locations:
+            base["geoLocations"] = geo_locations
+
+        def walk(piece: Slice, spool: IO[bytes], fetcher: Executor) -> Counts:
+            return self._export_slice(hook, run, piece, spool, fetcher, base)
+
         self._dest = dest
         try:
             with dest as out:  # the temporary file is created (destination proven writable) first
-                for lo, hi in split_window(start, end):
-                    windows += 1
-                    counts = self._export_window(hook, out, lo, hi, product_types, geo_locations)
-                    records += counts[0]
-                    pages += counts[1]
-                    outside += counts[2]
-                    escaped += counts[3]
+                self._spools = spool_folder(str(dest.path))
+                run = SliceRun(slices, concurrency, walk, self._spools, Progress(self.log, len(slices)))
+                totals = run.run(out)
                 self._check_killed()
+        except Cancelled:
+            raise AosError(KILLED) from None
         except OSError as exc:
             if self._killed:
                 # The rename or a write of the file on_kill() removed: say why, not "file not found".
@@ -249,92 +271,94 @@ class AosAuditExportOperator(BaseOperator):
                 raise AosError(KILLED) from exc
             raise
         finally:
-            self._dest = None
+            remove_folder(self._spools)
+            self._dest = self._spools = self._limit = None
             hook.close()
         path, size, gz = dest.path, dest.size, dest.gzip
+        self._api_url = hook.config.api_url
         self.log.info(
-            "Exported %d AOS audit records (%s to %s, %d page(s), %d window(s)) to %s",
-            records, iso_z(start), iso_z(end), pages, windows, path,
+            "Exported %d AOS audit records (%s to %s, %d page(s), %d slice(s), up to %d requests at once) to %s",
+            totals.records, iso_z(start), iso_z(end), totals.pages, len(slices), limit.peak, path,
         )  # fmt: skip
-        if outside:
+        if limit.throttled:
+            self.log.info(
+                "The API throttled %d request(s) (429/503): the export slowed down and retried them",
+                limit.throttled,
+            )
+        if totals.outside:
             # They belong to a neighbouring window (e.g. stamped exactly at end_time), not lost.
-            self.log.info("Skipped %d record(s) stamped outside [start_time, end_time)", outside)
-        if escaped:
+            self.log.info("Skipped %d record(s) stamped outside their slice", totals.outside)
+        if totals.escaped:
             self.log.info(
                 "Wrote %d record(s) with \\uXXXX escapes: they hold text UTF-8 cannot encode (a lone surrogate)",
-                escaped,
+                totals.escaped,
             )
-        return {
+        manifest = {
             "path": str(path),
-            "records": records,
-            "pages": pages,
+            "records": totals.records,
+            "pages": totals.pages,
             "start_time": iso_z(start),
             "end_time": iso_z(end),
-            "windows": windows,
+            "slices": len(slices),
+            "windows": len(slices),
+            "max_concurrency": concurrency,
+            "max_concurrency_used": limit.peak,
+            "throttled_requests": limit.throttled,
             "compression": "gzip" if gz else None,
             "bytes": size,
-            "skipped_outside_window": outside,
-            "escaped_records": escaped,
+            "skipped_outside_window": totals.outside,
+            "escaped_records": totals.escaped,
         }
+        self._manifest = manifest
+        publish_to_outlets(self, context, manifest)
+        return manifest
 
-    def _export_window(
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """
+        OpenLineage facets of a finished export (only called when the openlineage provider is
+        installed): the AOS audit API as input, the written file as output, with its record count.
+        """
+        from airflow_provider_aos.lineage import audit_export_lineage
+
+        if self._manifest is None or self._api_url is None:
+            return None
+        return audit_export_lineage(api_url=self._api_url, manifest=self._manifest)
+
+    def _export_slice(
         self,
         hook: AosHook,
-        out: IO[bytes],
-        start: datetime,
-        end: datetime,
-        product_types: list[str],
-        geo_locations: list[str],
-    ) -> tuple[int, int, int, int]:
-        """Write one API window; returns (records, pages, outside the window, escaped)."""
-        params: dict[str, Any] = {"startTime": iso_z(start), "endTime": iso_z(end)}
-        # The docs type both filters as one string and never show several values; the API's list
-        # convention elsewhere is a repeated parameter, so that is what we send (endpoints.md §2).
-        if product_types:
-            params["productTypes"] = product_types
-        if geo_locations:
-            params["geoLocations"] = geo_locations
-        records = outside = escaped = 0
-        iterator = hook.paginate(AUDIT_PATH, params=params, scope=AUDIT_SCOPE)
-        for page in iterator.pages:
-            # Checked per page: a kill waits at most for the request in flight.
+        run: SliceRun,
+        piece: Slice,
+        spool: IO[bytes],
+        fetcher: Executor,
+        base: dict[str, Any],
+    ) -> Counts:
+        """Write one slice's records to its spool (runs in a slice thread)."""
+        counts = Counts()
+        params = {"startTime": iso_z(piece.start), "endTime": iso_z(piece.end), **base}
+        pages = hook.paginate(
+            AUDIT_PATH, params=params, scope=AUDIT_SCOPE, decode=decode_records_raw, prefetch=fetcher
+        ).pages
+        for page in pages:
+            # Checked per page: a kill or another slice's failure waits at most for one request.
             self._check_killed()
-            lines = []
-            for record in page.items:
-                if not _in_window(record, start, end):
-                    outside += 1
-                    continue
-                line, was_escaped = encode_record(record)
-                lines.append(line)
-                escaped += was_escaped
-            if lines:
-                out.write(b"\n".join(lines) + b"\n")
-            records += len(lines)
-        self.log.info(
-            "Window %s to %s: %d records in %d page(s)",
-            iso_z(start),
-            iso_z(end),
-            records,
-            iterator.page_number,
-        )
-        return records, iterator.page_number, outside, escaped
+            run.check()
+            counts.pages += 1
+            spool.write(encode_page(page.items, piece.start, piece.end, counts))
+        return counts
 
 
-def _in_window(record: Any, start: datetime, end: datetime) -> bool:
+def publish_to_outlets(task: BaseOperator, context: Context, manifest: dict[str, Any]) -> None:
     """
-    Whether a record belongs to ``[start, end)``.
-
-    The docs do not say whether ``endTime`` is inclusive; treating the API's answer as half-open here
-    keeps consecutive windows (and runs) from repeating a record stamped exactly on a boundary. A record
-    without a readable ``actionTime`` is kept: dropping data we cannot place would lose it silently.
+    Put the manifest in the ``extra`` of the asset event of each outlet (an ``Asset`` on Airflow 3,
+    a ``Dataset`` on 2.11), so DAGs scheduled on it read which file and window arrived.
     """
-    stamp = record.get("actionTime") if isinstance(record, dict) else None
-    if not isinstance(stamp, str):
-        return True
-    try:
-        moment = datetime.fromisoformat(stamp)
-    except ValueError:
-        return True
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)  # the API documents UTC ("...Z") stamps
-    return start <= moment < end
+    from airflow.providers.common.compat.assets import Asset  # Dataset on Airflow 2.11
+
+    events = context.get("outlet_events")
+    if events is None:
+        return
+    for outlet in getattr(task, "outlets", None) or []:
+        # Only assets carry events; an AssetAlias or anything else is left alone.
+        if isinstance(outlet, Asset):
+            events[outlet].extra = dict(manifest)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import itertools
 import json
 import logging
 import signal
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -44,7 +46,7 @@ def test_window_longer_than_seven_days_is_split_and_complete(emulator: AosEmulat
     conn = aos_connection()
     start, end = NOV1, NOV1 + timedelta(days=16)
     manifest = export(conn, tmp_path / "a.jsonl", start_time=start.isoformat(), end_time=end.isoformat())
-    assert manifest["windows"] == 3  # 7 + 7 + 2 days: the API refuses more than 7 at once
+    assert manifest["slices"] == manifest["windows"] == 48  # 8-hour slices: the API refuses over 7 days
     assert read_lines(tmp_path / "a.jsonl") == list(emulator.iter_audit(start, end))
     assert manifest["records"] == emulator.count_audit(start, end)
     assert emulator.stats()["audit_error"] == 0
@@ -125,12 +127,44 @@ def test_failure_mid_export_leaves_no_file_and_keeps_the_previous_one(
     emulator.configure(page_size=20)
     emulator.inject_faults("audit", ["ok", "ok", 400])  # two pages are written, then a 400 (never retried)
     with pytest.raises(AosApiError) as err:
-        export(conn, target, start_time="2026-11-01T00:00:00Z", end_time="2026-11-02T00:00:00Z")
+        export(
+            conn,
+            target,
+            start_time="2026-11-01T00:00:00Z",
+            end_time="2026-11-02T00:00:00Z",
+            max_concurrency=1,
+        )
     assert err.value.status == 400
     assert err.value.trace_id
     assert emulator.stats()["audit"] == 2
     assert target.read_text() == "previous complete export\n"  # the old file is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.jsonl"]  # and no temporary file is left
+    assert spools_of(target) == []
+
+
+def spools_of(destination: Path) -> list[Path]:
+    """The spool folders of exports to ``destination`` in the temporary directory."""
+    tag = hashlib.sha256(str(destination).encode()).hexdigest()[:16]
+    return list(Path(tempfile.gettempdir()).glob(f"aos-audit-spool-{tag}-*"))
+
+
+def test_a_failing_slice_stops_the_others_and_leaves_no_file_or_spool(
+    emulator: AosEmulator, aos_connection, tmp_path
+):
+    """With 16 slices in flight, one 400 ends the run: the others stop, nothing is left behind."""
+    emulator.configure(page_size=5, latency=0.02)
+    emulator.inject_faults("audit", ["ok"] * 30 + [400])
+    target = tmp_path / "c.jsonl"
+    with pytest.raises(AosApiError) as err:
+        export(
+            aos_connection(), target, start_time="2026-11-01T00:00:00Z", end_time="2026-11-03T00:00:00Z",
+            max_concurrency=16,
+        )  # fmt: skip
+    assert err.value.status == 400
+    requests_at_failure = emulator.stats()["audit"]
+    assert requests_at_failure < 120  # the window needs far more pages: the run stopped early
+    assert list(tmp_path.iterdir()) == []
+    assert spools_of(target) == []
 
 
 @pytest.mark.parametrize(
@@ -280,10 +314,10 @@ def test_a_long_window_logs_how_many_api_windows_it_takes(
     start, end = datetime(2025, 11, 1, tzinfo=UTC), datetime(2026, 11, 8, tzinfo=UTC)  # 372 days
     with caplog.at_level(logging.INFO):
         manifest = export(aos_connection(), tmp_path / "y.jsonl", start_time=start, end_time=end)
-    assert manifest["windows"] == 54
+    assert manifest["slices"] == 54  # 7-day slices: the most the API accepts
     line = (
-        "Exporting AOS audit records 2025-11-01T00:00:00.000Z to 2026-11-08T00:00:00.000Z: "
-        "54 API request window(s) of at most 7 days"
+        f"Exporting AOS audit records 2025-11-01T00:00:00.000Z to 2026-11-08T00:00:00.000Z to {tmp_path}/y.jsonl: "
+        "54 slice(s) of at most 7 days, 0:00:00, up to 4 at once"
     )
     assert logged(caplog, capsys).count(line) == 1
 
@@ -317,21 +351,23 @@ def test_a_template_rendering_to_none_or_empty_names_the_field(
     assert emulator.stats()["requests"] == 0
 
 
+@pytest.mark.parametrize("concurrency", [1, 4])
 def test_a_kill_during_a_retry_wait_stops_at_once_and_leaves_no_file(
-    emulator: AosEmulator, aos_connection, tmp_path
+    emulator: AosEmulator, aos_connection, tmp_path, concurrency
 ):
     """
     What Airflow 3's task runner does on SIGTERM: call ``on_kill()`` from the signal handler and raise
     nothing. Here the signal arrives while the hook waits out a 30 s ``Retry-After``.
     """
-    emulator.configure(page_size=20, retry_after=30)
+    emulator.configure(page_size=20, retry_after=30, latency=0.01)
     emulator.inject_faults("audit", ["ok", "ok", 429])
     op = AosAuditExportOperator(
         task_id="export",
         aos_conn_id=aos_connection(),
         destination=str(tmp_path / "k.jsonl"),
         start_time="2026-11-01T00:00:00Z",
-        end_time="2026-11-02T00:00:00Z",
+        end_time="2026-11-08T00:00:00Z",
+        max_concurrency=concurrency,
     )
     previous = signal.signal(signal.SIGALRM, lambda *_: op.on_kill())
     signal.setitimer(signal.ITIMER_REAL, 1.0)
@@ -344,5 +380,8 @@ def test_a_kill_during_a_retry_wait_stops_at_once_and_leaves_no_file(
         signal.signal(signal.SIGALRM, previous)
     assert time.monotonic() - began < 3
     stats = emulator.stats()
-    assert (stats["audit"], stats["fault_429"]) == (2, 1)  # two pages, the 429, and no retry after the kill
+    assert stats["fault_429"] == 1  # and the throttled request was not retried after the kill
+    if concurrency == 1:
+        assert stats["audit"] == 2  # two pages, the 429, then nothing: one request at a time
     assert list(tmp_path.iterdir()) == []
+    assert spools_of(tmp_path / "k.jsonl") == []
