@@ -111,6 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds slept before answering each identity or Graph request, to mimic a remote API (default: %(default)s)",
     )
     p.add_argument(
+        "--latency-per-record",
+        type=float,
+        default=d.latency_per_record,
+        metavar="SECONDS",
+        help="further seconds slept per record of an audit page, so full pages answer slower than empty ones "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=d.max_concurrent,
+        metavar="N",
+        help="how many Graph requests may be in process at once; one more is answered 429 at once with "
+        "Retry-After (default: no limit)",
+    )
+    p.add_argument(
         "--fault-rate",
         type=float,
         default=d.fault_rate,
@@ -282,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     config = EmulatorConfig(
         host=args.host, port=args.port, records=args.records, data_start=args.data_start,
         data_end=args.data_end, seed=args.seed, page_size=args.page_size,
-        token_ttl=args.token_ttl, latency=args.latency, fault_rate=args.fault_rate,
+        token_ttl=args.token_ttl, latency=args.latency, latency_per_record=args.latency_per_record,
+        max_concurrent=args.max_concurrent, fault_rate=args.fault_rate,
         fault_kinds=args.fault_kinds, retry_after=args.retry_after, discovery=args.discovery,
         client_id=args.client_id, client_secret=args.client_secret, verbose=args.verbose,
         jobs_per_service=args.jobs_per_service, spelling=args.spelling,

@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import json
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -103,12 +104,16 @@ class AuditService:
     def handle(self, req: Request) -> Reply:
         try:
             q = parse_audit_query(req.params, enforce_limit=True)
-            page = self.page(q, req.config, req.graph_url)
+            records, next_link = self.page(q, req.config, req.graph_url)
         except ValueError as exc:
             reply = graph_error(400, str(exc))
             reply.stat = "audit_error"
             return reply
-        return Reply(200, page)
+        # Slept here, not in the front, because only this module knows the page's size; the request
+        # still holds its concurrency slot (server.py), so a slow full page keeps a slot busy.
+        if req.config.latency_per_record > 0 and records:
+            time.sleep(req.config.latency_per_record * len(records))
+        return Reply(200, {"nextLink": next_link, "data": records})
 
     def count(self, params: Mapping[str, list[str]]) -> int:
         """The admin ``GET /_emulator/audit/count`` (params lower-cased; ``endInclusive``)."""
@@ -145,8 +150,11 @@ class AuditService:
             raise ValueError("invalid skipToken")
         return index
 
-    def page(self, q: AuditQuery, cfg: EmulatorConfig, graph_url: str) -> dict[str, object]:
-        """One page of `/aos/audit`: the window is inclusive at both ends, by design."""
+    def page(
+        self, q: AuditQuery, cfg: EmulatorConfig, graph_url: str
+    ) -> tuple[list[dict[str, object]], str | None]:
+        """One page of `/aos/audit` (its records and nextLink): the window is inclusive at both
+        ends, by design."""
         lo, hi = self.data.index_range(q.start_us, q.end_us, end_inclusive=True)
         flt = AuditFilter.build(q.products, q.geos)
         first = lo if q.skip_token is None else self._decode_skip(q, cfg, q.skip_token, lo, hi)
@@ -159,4 +167,4 @@ class AuditService:
             pairs.append(("skipToken", self._encode_skip(q, cfg, following)))
             # Absolute URL on the configured host, never the request's Host header.
             next_link = f"{graph_url}/aos/audit?" + urlencode(pairs, quote_via=quote, safe=":")
-        return {"nextLink": next_link, "data": records}
+        return records, next_link

@@ -27,8 +27,9 @@ OPUS_DEMO_ARCHIVES: tuple[tuple[str, str], ...] = (
 )
 RUNTIME_SETTINGS: frozenset[str] = frozenset(
     {
-        "latency", "fault_rate", "fault_kinds", "retry_after", "token_ttl", "page_size", "discovery",
-        "spelling", "first_page_index", "scan_skip", "restore_seconds", "restore_outcome",
+        "latency", "latency_per_record", "max_concurrent", "fault_rate", "fault_kinds", "retry_after",
+        "token_ttl", "page_size", "discovery", "spelling", "first_page_index", "scan_skip",
+        "restore_seconds", "restore_outcome",
         "opus_conflict_spelling", "opus_invalid_record", "opus_due_empty_status", "opus_destroy_status",
         "opus_message_style", "opus_retention_days", "opus_restore_seconds", "opus_restore_outcome",
         "opus_restore_failure_status",
@@ -49,6 +50,10 @@ class EmulatorConfig:
     :param page_size: audit records per page.
     :param token_ttl: ``expires_in`` of minted tokens, in seconds.
     :param latency: seconds slept before answering each identity/Graph request.
+    :param latency_per_record: further seconds slept per record of an ``/aos/audit`` page, so a
+        full page answers slower than an empty one (0.0001 adds 100 ms to a page of 1000).
+    :param max_concurrent: how many Graph requests may be in process at once; one more is answered
+        429 at once, with ``Retry-After``. None = no limit. Identity and admin requests never count.
     :param fault_rate: probability that a Graph request gets a random fault.
     :param fault_kinds: faults drawn at random: any of "429", "500", "503", "drop".
     :param retry_after: ``Retry-After`` seconds sent with 429 and 503.
@@ -98,6 +103,8 @@ class EmulatorConfig:
     page_size: int = 1000  # audit records per page
     token_ttl: int = 3600  # expires_in of minted tokens, seconds
     latency: float = 0.0  # seconds slept before answering each (non-admin) request
+    latency_per_record: float = 0.0  # further seconds per record of an /aos/audit page
+    max_concurrent: int | None = None  # Graph requests in process at once; None = unlimited
     fault_rate: float = 0.0  # probability that a Graph request gets a random fault
     fault_kinds: tuple[str, ...] = RANDOM_FAULT_KINDS
     retry_after: int = 1  # Retry-After seconds sent with 429 and 503
@@ -166,7 +173,7 @@ def validated_settings(changes: Mapping[str, object]) -> dict[str, Any]:
             out[key] = _choice(key, value, OPUS_MESSAGE_STYLES)
         elif key == "opus_restore_outcome":
             out[key] = _choice(key, value, tuple(OPUS_RESTORE_OUTCOMES))
-        elif key == "opus_retention_days" and value is None:
+        elif key in ("opus_retention_days", "max_concurrent") and value is None:
             out[key] = None
         elif isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{key} must be a number")
@@ -185,13 +192,14 @@ def validated_settings(changes: Mapping[str, object]) -> dict[str, Any]:
             if value not in (0, 1):
                 raise ValueError("first_page_index must be 0 or 1")
             out[key] = int(value)
-        elif key in ("latency", "fault_rate", "restore_seconds"):
-            limit = {"fault_rate": 1.0, "latency": 3600.0}.get(key, 86_400.0)
+        elif key in ("latency", "latency_per_record", "fault_rate", "restore_seconds"):
+            limit = {"fault_rate": 1.0, "latency": 3600.0, "latency_per_record": 60.0}.get(key, 86_400.0)
             if not 0 <= value <= limit:
                 raise ValueError(f"{key} out of range")
             out[key] = float(value)
-        else:  # retry_after, token_ttl, page_size: whole numbers
-            if not float(value).is_integer() or value < (1 if key == "page_size" else 0):
-                raise ValueError(f"{key} must be a non-negative integer (page_size >= 1)")
+        else:  # retry_after, token_ttl, page_size, max_concurrent: whole numbers
+            low = 1 if key in ("page_size", "max_concurrent") else 0
+            if not float(value).is_integer() or value < low:
+                raise ValueError(f"{key} must be a whole number >= {low}")
             out[key] = int(value)
     return out

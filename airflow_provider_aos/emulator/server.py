@@ -2,8 +2,9 @@
 
 Layout under ``root_url``: ``/identity`` (discovery, ``/connect/token``), ``/graph`` (the routes of
 the service modules: audit.py, jobs.py, opus.py) and ``/_emulator`` (admin, for subprocess users). This module owns
-the routing table, the bearer-token and scope check, faults, latency and counters; the service
-modules only turn a parsed request into an answer. Standard library only, besides PyJWT and
+the routing table, the bearer-token and scope check, faults, latency, the concurrency cap
+(``max_concurrent``) and counters; the service modules only turn a parsed request into an answer
+(audit.py also sleeps ``latency_per_record``, as only it knows a page's size). Standard library only, besides PyJWT and
 cryptography in identity.py, so it starts fast and never imports Airflow.
 """
 
@@ -43,7 +44,7 @@ from .opus import (
     TimeLike,
 )
 from .opus import admin as opus_admin
-from .routing import Reply, Request, Route
+from .routing import Reply, Request, Route, graph_error
 
 __all__ = [
     "AUDIT_SCOPE", "FAULT_TARGETS", "INJECTABLE_FAULTS", "MAX_WINDOW", "RANDOM_FAULT_KINDS",
@@ -69,6 +70,7 @@ STAT_KEYS: tuple[str, ...] = (
     "discovery", "token", "token_error", "audit", "audit_error", "unauthorized", "forbidden",
     "fault_429", "fault_500", "fault_503", "fault_drop", "requests",
     *JOB_ROUTES, "jobs_error", "restore_error", "restore_throttled", *OPUS_STAT_KEYS,
+    "max_concurrent_seen", "throttled_concurrency", "max_concurrent_after_throttle",
 )  # fmt: skip
 
 _JSON = "application/json; charset=utf-8"
@@ -112,6 +114,8 @@ class AosEmulator:
         ]  # fmt: skip
         self._identity = IdentityService()
         self._stats = dict.fromkeys(STAT_KEYS, 0)
+        self._in_flight = 0  # Graph requests between arrival and answer (see _arrive, _depart)
+        self._throttle_answered = False  # a max_concurrent 429 went out since the last reset
         self._faults: dict[str, deque[str]] = {k: deque() for k in FAULT_TARGETS}
         self._rng = random.Random(cfg.seed)
         self._server: _Server | None = None
@@ -239,9 +243,10 @@ class AosEmulator:
         )
 
     def configure(self, **changes: object) -> None:
-        """Change runtime settings: latency, fault_rate, fault_kinds, retry_after, token_ttl,
-        page_size, discovery, spelling, first_page_index, scan_skip, restore_seconds,
-        restore_outcome and the ``opus_*`` settings (see EmulatorConfig). Requests in flight keep the settings they started with."""
+        """Change runtime settings: latency, latency_per_record, max_concurrent, fault_rate,
+        fault_kinds, retry_after, token_ttl, page_size, discovery, spelling, first_page_index,
+        scan_skip, restore_seconds, restore_outcome and the ``opus_*`` settings (see
+        EmulatorConfig). Requests in flight keep the settings they started with."""
         settings = validated_settings(changes)
         with self._lock:
             self._config = dataclasses.replace(self._config, **settings)
@@ -276,13 +281,22 @@ class AosEmulator:
 
         A response can count twice: a 401 from the token endpoint is both ``token_error`` and
         ``unauthorized``. ``discovery`` counts attempts, including 404s when it is disabled.
+
+        Three keys watch Graph concurrency (requests counted from arrival until just before their
+        answer is written; a request turned away counts at its own arrival too):
+        ``max_concurrent_seen`` is the most in flight at any arrival, ``throttled_concurrency``
+        the 429s answered for ``max_concurrent``, and ``max_concurrent_after_throttle`` the most in
+        flight at any arrival after the first such 429 (0 while there was none): what a client
+        that backs off on 429 still sends.
         """
         with self._lock:
             return dict(self._stats)
 
     def reset_stats(self) -> None:
+        """Zero every counter, and forget that a max_concurrent 429 was answered."""
         with self._lock:
             self._stats = dict.fromkeys(STAT_KEYS, 0)
+            self._throttle_answered = False
 
     def issued_tokens(self) -> list[str]:
         return self._identity.issued_tokens()
@@ -496,6 +510,27 @@ class AosEmulator:
             for key, value in counts.items():
                 self._stats[key] += value
 
+    def _arrive(self, cap: int | None) -> bool:
+        """Count a Graph request in flight from now on; True when that makes more than `cap`."""
+        with self._lock:
+            self._in_flight += 1
+            now, stats = self._in_flight, self._stats
+            stats["max_concurrent_seen"] = max(stats["max_concurrent_seen"], now)
+            if self._throttle_answered:
+                stats["max_concurrent_after_throttle"] = max(stats["max_concurrent_after_throttle"], now)
+            over = cap is not None and now > cap
+            if over:
+                stats["throttled_concurrency"] += 1
+            return over
+
+    def _depart(self, throttled: bool) -> None:
+        """A Graph request stops counting, just before its answer is written: a client that has
+        read an answer is never counted twice, nor missed by ``max_concurrent_after_throttle``."""
+        with self._lock:
+            self._in_flight -= 1
+            if throttled:
+                self._throttle_answered = True
+
     def _next_fault(self, *kinds: str, allow_random: bool) -> str | None:
         """Injected faults first (the first of `kinds` with a queued one); then a random one at
         `fault_rate` (Graph only)."""
@@ -549,6 +584,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive; every answer carries Content-Length
     disable_nagle_algorithm = True  # headers and body are separate writes; avoid ACK stalls
     server: _Server
+    _counted = False  # this request is in the Graph in-flight count until _release()
 
     @property
     def emu(self) -> AosEmulator:
@@ -585,6 +621,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- plumbing --------------------------------------------------------------------------
 
     def _dispatch(self, method: str) -> None:
+        self._counted = False  # the handler serves every request of a keep-alive connection
         try:
             url = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
@@ -596,6 +633,12 @@ class _Handler(BaseHTTPRequestHandler):
             emu = self.emu
             emu._bump("requests")
             cfg = emu.config
+            if path.startswith("/graph/"):
+                over = emu._arrive(cfg.max_concurrent)
+                self._counted = True
+                if over:
+                    self._throttle(method, path[len("/graph") :], cfg.retry_after)
+                    return
             if cfg.latency > 0:
                 time.sleep(cfg.latency)
             if path == "/identity/.well-known/openid-configuration" and method == "GET":
@@ -613,9 +656,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self._error(500, "emulator internal error")
+        finally:
+            self._release()  # no-op unless the answer was never written (client gone, no answer)
+
+    def _release(self, throttled: bool = False) -> None:
+        """Leave the Graph in-flight count; called just before an answer's first byte is written."""
+        if self._counted:
+            self._counted = False
+            self.emu._depart(throttled)
 
     def _json(self, status: int, payload: object, headers: Mapping[str, str] | None = None) -> None:
         body = json.dumps(payload, separators=(",", ":")).encode()
+        self._release()
         self.send_response(status)
         self.send_header("Content-Type", _JSON)
         self.send_header("Content-Length", str(len(body)))
@@ -636,17 +688,29 @@ class _Handler(BaseHTTPRequestHandler):
     def _drop(self) -> None:
         # No status line at all: the client sees the connection close mid-request.
         self.close_connection = True
+        self._release()
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
 
     def _reply(self, reply: Reply) -> None:
         if reply.status == 204:  # no body, and (RFC 9110) no Content-Length either
+            self._release()
             self.send_response(204)
             for name, value in reply.headers.items():
                 self.send_header(name, value)
             self.end_headers()
             return
         self._json(reply.status, reply.payload, reply.headers)
+
+    def _throttle(self, method: str, path: str, retry_after: int) -> None:
+        """Turn away a Graph request over ``max_concurrent``: 429 at once (no latency), with
+        Retry-After, in the error shape of the endpoint it asked for."""
+        route, _, other = self.emu._match(method, path)
+        found, text = route or other, "Too many requests (emulated concurrency limit)"
+        reply = found.error(429, text, ()) if found else graph_error(429, text)
+        reply.headers["Retry-After"] = str(retry_after)
+        self._release(throttled=True)
+        self._reply(reply)
 
     def _fault(self, target: str, fault: str, route: Route | None = None) -> None:
         """Answer with a forced fault, in the error shape of the endpoint (`route`; None = token)."""
