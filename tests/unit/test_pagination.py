@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import gc
+import threading
+import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+import msgspec
 import pytest
 
 from airflow_provider_aos.config import AosConnectionConfig
@@ -23,7 +27,10 @@ from airflow_provider_aos.pagination import (
     PageWalk,
     StartIndexPaging,
     TopSkipPaging,
+    decode_json,
+    decode_records_raw,
     extract_items,
+    find_next_link,
     request_fingerprint,
     to_params,
     with_param,
@@ -848,3 +855,241 @@ def test_m365_pages_0_and_1_alike_without_links_lose_no_job() -> None:
     iterator = PageIterator(fetch, PageRequest(url="/backup/m365/cloudbackupjobs"), kind.paging)
     found = [job.id for job in unique_jobs(parse_job(kind, raw) for raw in iterator)]
     assert found == [job["id"] for job in jobs]
+
+
+# -- records kept as raw JSON (decode_records_raw) -----------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every msgspec.Raw decoded, for comparing with decode_json's reading."""
+    if isinstance(value, msgspec.Raw):
+        return msgspec.json.decode(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _raws(value: Any, where: str = "") -> list[str]:
+    """Where in ``value`` a msgspec.Raw sits (``data[0]``, ``[1]``...)."""
+    if isinstance(value, msgspec.Raw):
+        return [where]
+    if isinstance(value, list):
+        return [w for i, v in enumerate(value) for w in _raws(v, f"{where}[{i}]")]
+    if isinstance(value, dict):
+        return [w for k, v in value.items() for w in _raws(v, f"{where}.{k}" if where else k)]
+    return []
+
+
+@pytest.mark.parametrize(
+    ("content", "raw_at"),
+    [
+        (b'{"data":[{"a":1},{"b":[2,3]}],"nextLink":null}', ["data[0]", "data[1]"]),  # audit
+        (b'  [ {"a": 1} , 2 ]', ["[0]", "[1]"]),  # bare list, with whitespace
+        (b'{"value":[{"a":1}],"@odata.count":1}', ["value[0]"]),
+        (b'{"status":200,"message":"","jobs":[{"id":"J"}],"nextLink":"t"}', ["jobs[0]"]),
+        (b'{"values":[1],"results":[2],"items":[3]}', ["values[0]", "results[0]", "items[0]"]),
+        (b'{"startIndex":null,"statusCode":200,"queriedItems":[{"rowKey":"r"}]}', ["queriedItems[0]"]),
+        (b'{"statusCode":200,"errors":[{"e":1}],"data":[{"a":1}],"metadata":{"nextLink":"","totalCount":1}}',
+         ["data[0]"]),  # a list under another key stays decoded
+        (b'{"statusCode":200,"data":{"totalCount":2,"jobs":[{"id":1},{"id":2}],"nextLink":""}}', []),
+        (b'{"statusCode":200,"data":{"data":[1,2]}}', []),  # data as an object: decoded as usual
+        (b'{"data":null,"nextLink":null}', []),
+        (b'{"data":{"jobs":null,"totalCount":0}}', []),
+        (b'{"data":[],"nextLink":null}', []),
+        (b'[]', []),
+        (b'{"data":"not a list","message":"x"}', []),
+        (b'"a string"', []),
+        (b'42', []),
+        (b'null', []),
+        (b'{"data":[1],"data":[2]}', ["data[0]"]),  # a repeated key: the last one, as json.loads
+        (b'{"data":[{"name":"caf\\u00e9 \xe2\x82\xac \\ud83d\\ude00"}]}', ["data[0]"]),  # escapes, UTF-8, a pair
+    ],
+    ids=[
+        "audit", "bare-list", "value", "jobs", "values-results-items", "opus", "m365-metadata",
+        "data.jobs", "data.data", "data-null", "data.jobs-null", "empty-list", "empty-bare-list",
+        "data-string", "string", "number", "json-null", "repeated-key", "non-ascii",
+    ],
+)  # fmt: skip
+def test_decode_records_raw_reads_every_shape_as_decode_json_does(content: bytes, raw_at: list[str]) -> None:
+    raw = decode_records_raw(content)
+    assert _raws(raw) == raw_at  # the records, and only they, stay raw JSON
+    assert _plain(raw) == decode_json(content)
+    # The walk reads both bodies alike: the same records, the same next request.
+    for body in (raw, decode_json(content)):
+        walk = PageWalk(NextLinkPaging(empty_body_ok=True))
+        try:
+            items, following = walk.advance(PageRequest("aos/audit"), body)
+        except AosApiError as exc:
+            items, following = [f"refused: {exc}"], None
+        if body is raw:
+            from_raw = (_plain(items), following)
+        else:
+            assert (items, following) == from_raw
+
+
+def test_raw_records_are_the_bytes_the_api_sent() -> None:
+    content = b'{"data": [ {"b": 2,  "a": "x"} ,\n{"c":null}], "nextLink": null}'
+    records = decode_records_raw(content)["data"]
+    assert [bytes(r) for r in records] == [b'{"b": 2,  "a": "x"}', b'{"c":null}']  # key order, spacing kept
+
+
+@pytest.mark.parametrize("content", [b"", b"   ", b"\n\t "])
+def test_decode_records_raw_of_an_empty_body_is_none(content: bytes) -> None:
+    assert decode_records_raw(content) is None
+    assert decode_json(content) is None
+
+
+@pytest.mark.parametrize(
+    "content", [b"<html>Bad gateway</html>", b"{not json", b"[1,", b'{"data": [1,}', b'{"data": [1]} x']
+)
+def test_decode_records_raw_of_a_non_json_body_raises_value_error(content: bytes) -> None:
+    with pytest.raises(ValueError, match=r"Expecting|Extra data"):
+        decode_records_raw(content)
+    with pytest.raises(ValueError, match=r"Expecting|Extra data"):
+        decode_json(content)
+
+
+def test_a_page_msgspec_refuses_falls_back_to_python_objects() -> None:
+    """A lone surrogate is valid JSON for the standard library, not for msgspec: the page still reads."""
+    content = b'{"data":[{"a":"\\ud800"},{"b":1}],"nextLink":"https://x/aos/audit?skipToken=t"}'
+    with pytest.raises(msgspec.DecodeError):
+        msgspec.json.decode(content)  # the premise: msgspec refuses it
+    body = decode_records_raw(content)
+    assert body == decode_json(content)
+    assert body["data"] == [{"a": "\ud800"}, {"b": 1}]  # Python objects, not Raw
+    assert _raws(body) == []
+    assert find_next_link(body) == "https://x/aos/audit?skipToken=t"
+
+
+def test_the_hook_style_walk_gives_raw_records_through_the_iterator() -> None:
+    pages = [
+        b'{"data":[{"i":1},{"i":2}],"nextLink":"t1"}',
+        b'{"data":[{"i":3}],"nextLink":null}',
+    ]
+    api = FakeApi(lambda request, n: decode_records_raw(pages[n - 1]))
+    records = list(PageIterator(api, PageRequest("aos/audit"), NextLinkPaging()))
+    assert all(isinstance(r, msgspec.Raw) for r in records)
+    assert [bytes(r) for r in records] == [b'{"i":1}', b'{"i":2}', b'{"i":3}']
+
+
+# -- fetching the next page while the caller handles the page in hand (prefetch) ----------------
+
+
+class CountingApi:
+    """Endless (or ``last``-page) audit pages; counts fetches started and can hold any page back."""
+
+    def __init__(self, last: int | None = None) -> None:
+        self.last = last
+        self.started = 0
+        self.finished = 0
+        self.hold: dict[int, threading.Event] = {}  # page number -> released when set
+        self.lock = threading.Lock()
+
+    def __call__(self, request: PageRequest) -> Any:
+        with self.lock:
+            self.started += 1
+            number = self.started
+        gate = self.hold.get(number)
+        if gate is not None:
+            assert gate.wait(LIVENESS), "a held page was never released"
+        more = self.last is None or number < self.last
+        with self.lock:
+            self.finished += 1
+        return {"data": [f"p{number}-a", f"p{number}-b"], "nextLink": f"token-{number}" if more else None}
+
+
+LIVENESS = 10.0  # seconds: only a bound for "it did happen"
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + LIVENESS
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.002)
+
+
+def test_prefetch_yields_the_same_pages() -> None:
+    plain = [
+        (p.number, p.items, p.request)
+        for p in PageIterator(CountingApi(5), PageRequest("aos/audit"), NextLinkPaging()).pages
+    ]
+    with ThreadPoolExecutor(1) as pool:
+        ahead = PageIterator(CountingApi(5), PageRequest("aos/audit"), NextLinkPaging(), prefetch=pool)
+        fetched = [(p.number, p.items, p.request) for p in ahead.pages]
+    assert fetched == plain
+    assert [number for number, _, _ in fetched] == [1, 2, 3, 4, 5]
+    assert (ahead.page_number, ahead.num_results) == (5, 10)
+
+
+def test_prefetch_fetches_the_next_page_and_never_more_than_one_ahead() -> None:
+    api = CountingApi(6)
+    started_when_consumed: list[int] = []
+    with ThreadPoolExecutor(1) as pool:
+        for page in PageIterator(api, PageRequest("aos/audit"), NextLinkPaging(), prefetch=pool).pages:
+            following = page.number + 1
+            if following <= 6:
+                # The next page is on its way while this one is in hand...
+                _until(lambda: api.finished == following, f"page {following} was not prefetched")  # noqa: B023
+            time.sleep(0.02)  # ...and nothing further starts however long the caller takes
+            started_when_consumed.append(api.started)
+    assert started_when_consumed == [2, 3, 4, 5, 6, 6]  # one ahead; none after the last page
+    assert api.started == 6
+
+
+def test_prefetch_respects_max_pages() -> None:
+    api = CountingApi()  # endless
+    with ThreadPoolExecutor(1) as pool:
+        iterator = PageIterator(api, PageRequest("aos/audit"), NextLinkPaging(), max_pages=3, prefetch=pool)
+        assert [p.number for p in iterator.pages] == [1, 2, 3]
+    assert api.started == 3  # page 4 is never asked for
+    assert iterator.next_page_request is not None  # the API had more: the walk stopped at max_pages
+
+
+def test_prefetch_pending_fetch_is_cancelled_when_the_consumer_stops() -> None:
+    api = CountingApi()
+    with ThreadPoolExecutor(1) as pool:
+        pages = PageIterator(api, PageRequest("aos/audit"), NextLinkPaging(), prefetch=pool).pages
+        assert next(pages).number == 1
+        _until(lambda: api.finished == 2, "page 2 was not prefetched")
+        busy = threading.Event()
+        blocker = pool.submit(busy.wait, LIVENESS)  # the pool's one thread is taken...
+        assert next(pages).number == 2  # ...so page 3's fetch waits in the queue
+        pages.close()  # the consumer stops: the queued fetch is cancelled
+        busy.set()
+        blocker.result(LIVENESS)
+    assert api.started == 2  # page 3 was never fetched
+
+
+def test_prefetch_running_fetch_is_left_to_finish_and_ignored_when_the_consumer_stops() -> None:
+    api = CountingApi()
+    api.hold[3] = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        pages = PageIterator(api, PageRequest("aos/audit"), NextLinkPaging(), prefetch=pool).pages
+        assert [next(pages).number for _ in range(2)] == [1, 2]
+        _until(lambda: api.started == 3, "page 3's fetch did not start")
+        pages.close()  # returns without waiting for the fetch in flight (it is held)
+        assert api.finished == 2
+        api.hold[3].set()
+    assert (api.started, api.finished) == (3, 3)  # it finished; nothing was fetched after it
+
+
+def test_prefetch_error_is_raised_when_its_page_is_reached() -> None:
+    def fetch(request: PageRequest) -> Any:
+        if request.params and dict(request.params).get("skipToken") == "token-2":
+            raise AosApiError(method="GET", path="/aos/audit", status=400, error="bad page 3")
+        number = 1 if not request.params else int(dict(request.params)["skipToken"].split("-")[1]) + 1
+        return {"data": [number], "nextLink": f"token-{number}"}
+
+    seen: list[int] = []
+
+    def consume(pages: Any) -> None:
+        for page in pages:
+            seen.append(page.number)
+
+    with ThreadPoolExecutor(1) as pool:
+        iterator = PageIterator(fetch, PageRequest("aos/audit"), NextLinkPaging(), prefetch=pool)
+        with pytest.raises(AosApiError, match="bad page 3"):
+            consume(iterator.pages)
+    assert seen == [1, 2]  # the pages before the failure were handed over first
