@@ -79,6 +79,12 @@ class RetryPolicy:
         return RetryState(self, clock)
 
 
+_JITTER = random.Random()
+"""One jitter source for every request: seeding a Random per request (from os.urandom) cost more
+than the rest of the retry bookkeeping of a page. Its use under concurrency needs no lock (the GIL
+keeps ``uniform`` consistent, and jitter needs no reproducibility)."""
+
+
 @dataclass
 class RetryState:
     """The attempts of one logical request under a :class:`RetryPolicy`."""
@@ -87,7 +93,7 @@ class RetryState:
     clock: Callable[[], float]
     attempts: int = 0
     started: float = field(init=False)
-    rng: random.Random = field(default_factory=random.Random, repr=False)
+    rng: random.Random = field(default_factory=lambda: _JITTER, repr=False)
 
     def __post_init__(self) -> None:
         self.started = self.clock()
