@@ -7,6 +7,11 @@ Variable ``aos_audit_export_base`` to a local folder or an object-storage URL (`
 the default is a local folder. The connection ``aos_default`` holds the app's client ID and its secret
 or certificate.
 
+Each export updates the asset ``aos-audit://tenant/audit`` (a dataset on Airflow 2.11) with its manifest
+as the event's ``extra`` (``path``, ``records``, ``start_time``, ``end_time``, ``bytes``...). The second
+DAG in this file, ``example_aos_audit_export_consumer``, is scheduled on that asset and logs which file
+and window arrived: the place to start a load into a warehouse.
+
 **Manual runs** (the Trigger button, ``POST /api/v2/dags/example_aos_audit_export/dagRuns``,
 ``airflow dags trigger``) export, by default, the previous full UTC day: the day before the run was
 triggered. (Airflow 3 can trigger a run without a logical date, e.g. ``"logical_date": null`` in the
@@ -28,9 +33,12 @@ whole UTC day, otherwise ``audit-<start>_<end>.jsonl.gz`` (UTC, e.g.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, NamedTuple
 
+from airflow.providers.common.compat.assets import Asset  # a Dataset on Airflow 2.11
+from airflow.providers.common.compat.sdk import DAG, Param, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 from jinja2 import pass_context
 
@@ -39,13 +47,11 @@ from airflow_provider_aos.operators.audit import (
     parse_time,  # the operators' own reading of times
 )
 
-try:  # Airflow 3
-    from airflow.sdk import DAG, Param
-except ImportError:  # Airflow 2.11
-    from airflow.models.dag import DAG  # type: ignore[assignment,no-redef]
-    from airflow.models.param import Param  # type: ignore[assignment,no-redef]
+log = logging.getLogger(__name__)
 
 DAY = timedelta(days=1)
+AUDIT_EXPORTS = Asset("aos-audit://tenant/audit")
+"""Updated by each export, with its manifest (file, window, records) as the event's ``extra``."""
 
 
 class AuditWindow(NamedTuple):
@@ -125,5 +131,44 @@ with DAG(
         "/audit-{{ audit_window().name }}.jsonl.gz",
         start_time="{{ audit_window().start }}",
         end_time="{{ audit_window().end }}",
+        outlets=[AUDIT_EXPORTS],  # each export emits an asset event carrying its manifest
     )
     # [END howto_operator_aos_audit_export]
+
+
+with DAG(
+    dag_id="example_aos_audit_export_consumer",
+    schedule=[AUDIT_EXPORTS],  # runs after each export of example_aos_audit_export
+    start_date=datetime(2026, 11, 1, tzinfo=UTC),
+    catchup=False,
+    tags=["aos", "audit", "example"],
+    doc_md="Runs after each audit export and reads which file and window arrived (the asset event's extra).",
+) as consumer_dag:
+
+    @task
+    def read_exported_files(**context: Any) -> list[dict[str, Any]]:
+        """The files the triggering exports wrote, from their asset events' ``extra`` (the manifest)."""
+        # Airflow 3: triggering_asset_events; 2.11: triggering_dataset_events. Both map each asset to
+        # the events that triggered this run (several if exports ran before this DAG could start).
+        events = context.get("triggering_asset_events") or context.get("triggering_dataset_events") or {}
+        arrived = []
+        for asset_events in events.values():
+            for event in asset_events:
+                manifest = dict(event.extra or {})
+                if "path" not in manifest:  # e.g. an event created by hand, or a provider without manifests
+                    log.warning(
+                        "An asset event without an export manifest, from %s: %s",
+                        event.source_dag_id,
+                        manifest,
+                    )
+                    continue
+                log.info(
+                    "Arrived: %s, %s records, %s to %s",
+                    manifest["path"], manifest.get("records"), manifest.get("start_time"), manifest.get("end_time"),
+                )  # fmt: skip
+                arrived.append(manifest)
+        if not arrived:
+            log.info("No export manifest among this run's triggering asset events (a manual run?)")
+        return arrived
+
+    read_exported_files()
