@@ -1,6 +1,7 @@
 """
 A real task kill mid-export: ``airflow dags test`` in a subprocess gets SIGTERM while it is paging
-through a slow emulator. The task must stop within seconds and leave neither a temporary nor a final file.
+through a slow emulator. The task must stop within seconds and leave neither a temporary nor a final file,
+nor a spool folder; a second run of the same DAG (the retry) then exports the whole window.
 
 On Airflow 3 the task runner's SIGTERM handler only calls ``on_kill()`` (and in a deployment the
 supervisor SIGKILLs about 5 s later); on Airflow 2 it calls ``on_kill()`` and raises in the task.
@@ -8,6 +9,7 @@ supervisor SIGKILLs about 5 s later); on Airflow 2 it calls ``on_kill()`` and ra
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import signal
@@ -15,10 +17,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from airflow_provider_aos.emulator import AosEmulator
-from tests.dags.support import connection_env
+from tests.dags.support import DagRunResult, connection_env
+from tests.integration.test_audit_export import spools_of
 
 DAG_ID = "aos_audit_kill"
 DAG_FILE = """
@@ -61,6 +65,7 @@ def test_sigterm_mid_export_stops_promptly_and_leaves_no_file(
     emulator: AosEmulator, airflow_home: Path, tmp_path: Path
 ):
     out, dags, log = tmp_path / "out", tmp_path / "dags", tmp_path / "run.log"
+    destination = out / "audit.jsonl.gz"
     out.mkdir()
     dags.mkdir()
     (dags / "audit_kill_dag.py").write_text(DAG_FILE.format(dag_id=DAG_ID, out=out))
@@ -88,9 +93,13 @@ def test_sigterm_mid_export_stops_promptly_and_leaves_no_file(
             stderr=subprocess.STDOUT,
         )
     try:
-        # Mid-export: the temporary file exists and pages are being written into it.
+        # Mid-export: the temporary file exists and pages are being written into it, slices into spools.
         _wait_until(
-            lambda: emulator.stats()["audit"] >= 5 and any(TEMP.fullmatch(p.name) for p in out.iterdir()),
+            lambda: (
+                emulator.stats()["audit"] >= 5
+                and any(TEMP.fullmatch(p.name) for p in out.iterdir())
+                and any(folder.exists() for folder in spools_of(destination))
+            ),
             timeout=180,
             proc=proc,
             log=log,
@@ -108,6 +117,7 @@ def test_sigterm_mid_export_stops_promptly_and_leaves_no_file(
         )
         stopped_after = time.monotonic() - killed_at
         files_at_stop = sorted(p.name for p in out.iterdir())
+        spools_at_stop = spools_of(destination)
         # The rest is `airflow dags test` closing the run and its interpreter (about 2 s), not the task.
         proc.wait(timeout=10)
     finally:
@@ -118,3 +128,23 @@ def test_sigterm_mid_export_stops_promptly_and_leaves_no_file(
     assert sorted(p.name for p in out.iterdir()) == []
     assert stopped_after < STOP_WITHIN
     assert emulator.stats()["audit"] < 1000  # it stopped paging, it did not finish the walk
+    assert spools_at_stop == []  # on_kill removed the spools with the temporary file
+    assert spools_of(destination) == []
+
+    # The retry: the same DAG run again on a fast API exports the whole window, exactly.
+    emulator.configure(latency=0.0, page_size=1000)
+    emulator.reset_stats()
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "test", DAG_ID, "2026-11-02"],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    retry = DagRunResult(done.returncode, done.stdout + done.stderr, airflow_home)
+    assert retry.returncode == 0, retry.output[-5000:]
+    manifest = retry.xcom(DAG_ID, "export")
+    start, end = datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+    expected = emulator.count_audit(start, end)
+    assert manifest["records"] == expected == emulator.config.records  # the window holds the whole data set
+    with gzip.open(destination, "rt") as fh:
+        assert sum(1 for _ in fh) == expected
+    assert sorted(p.name for p in out.iterdir()) == [destination.name]  # no temporary file either
+    assert spools_of(destination) == []
