@@ -3,8 +3,9 @@ Export a time window as concurrent time slices whose output is appended in time 
 
 A ``nextLink`` chain is sequential: each page names the next. Time slices are not: the window is
 cut into fixed slices (:func:`plan_slices`; the cut depends only on the window, never on how many
-run at once), several slices are walked at once, each into a local spool file, and the spools are
-appended to the output strictly in slice order as they complete. So the output is the same bytes
+run at once), several slices are walked at once, and their records reach the output strictly in
+slice order: the slice whose turn it is writes straight to the output, the others into local spool
+files that are appended when their turn comes. So the output is the same bytes
 at any concurrency, and a rerun writes the same bytes again.
 
 Memory stays flat: a slice holds the page in hand and the one being fetched; the output grows on
@@ -26,7 +27,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExec
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import msgspec
 
@@ -202,14 +203,58 @@ class Stopped(Exception):
     """Another slice failed, so this one stopped; the other slice's error is the one raised."""
 
 
-WalkSlice = Callable[[Slice, IO[bytes], Executor], Counts]
-"""Walks one slice's pages into a spool file, fetching each next page on the executor."""
+class _Sink:
+    """
+    Where one slice's output goes: its spool file until its turn comes to be appended, then straight
+    into the output. The slice whose turn it is never pays for the spool's write and copy (with one
+    slice at a time, nothing is spooled at all).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._spool: IO[bytes] | None = None
+        self._out: IO[bytes] | None = None  # set once this slice's turn has come
+
+    def write(self, data: bytes) -> int:
+        with self._lock:
+            if self._out is not None:
+                return self._out.write(data)
+            if self._spool is None:
+                self._spool = open(self.path, "wb", buffering=1 << 20)  # noqa: SIM115 - closed by close()
+            return self._spool.write(data)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._spool is not None:
+                self._spool.close()
+
+    def take_turn(self, out: IO[bytes]) -> None:
+        """Append what was spooled so far to ``out`` and write there from now on (main thread)."""
+        with self._lock:
+            if self._spool is not None:
+                self._spool.close()
+                with open(self.path, "rb") as source:
+                    shutil.copyfileobj(source, out, 1 << 20)
+                self.path.unlink()
+                self._spool = None
+            self._out = out
+
+
+class Writable(Protocol):
+    """What a slice writes its JSON Lines to."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
+WalkSlice = Callable[[Slice, Writable, Executor], Counts]
+"""Walks one slice's pages into its output (a spool or the file), fetching each next page on the executor."""
 
 
 @dataclass
 class SliceRun:
     """
-    Walk ``slices`` with up to ``workers`` at once and append their spools to ``out`` in order.
+    Walk ``slices`` with up to ``workers`` at once; their records reach ``out`` in slice order.
 
     :param walk: walks one slice into its spool (see :data:`WalkSlice`); it should call
         :meth:`check` between pages.
@@ -233,14 +278,15 @@ class SliceRun:
     def stop(self) -> None:
         self._failed.set()
 
-    def _walk_one(self, piece: Slice, fetcher: Executor) -> Counts:
+    def _walk_one(self, piece: Slice, sink: _Sink, fetcher: Executor) -> Counts:
         self.check()
         try:
-            with open(self.folder / f"{piece.index:07d}.jsonl", "wb", buffering=1 << 20) as spool:
-                return self.walk(piece, spool, fetcher)
+            return self.walk(piece, sink, fetcher)
         except BaseException:
             self.stop()  # at once, not when the main thread gets to it: no slice starts after a failure
             raise
+        finally:
+            sink.close()
 
     def run(self, out: IO[bytes]) -> Counts:
         """Run every slice; raises the first failure (in time order of noticing), after stopping all."""
@@ -248,7 +294,12 @@ class SliceRun:
         walkers = ThreadPoolExecutor(workers, thread_name_prefix="aos-slice")
         fetchers = ThreadPoolExecutor(workers, thread_name_prefix="aos-page")
         try:
-            futures = [walkers.submit(self._walk_one, piece, fetchers) for piece in self.slices]
+            sinks = [_Sink(self.folder / f"{piece.index:07d}.jsonl") for piece in self.slices]
+            sinks[0].take_turn(out)
+            futures = [
+                walkers.submit(self._walk_one, piece, sink, fetchers)
+                for piece, sink in zip(self.slices, sinks, strict=True)
+            ]
             index = {future: i for i, future in enumerate(futures)}
             pending: set[Future[Counts]] = set(futures)
             appended = 0
@@ -259,13 +310,12 @@ class SliceRun:
                     self.totals.add(counts)
                     done = len(futures) - len(pending)
                     self.progress(self.slices[index[future]], counts, self.totals, done)
-                # Only slices counted above: each spool is appended once its slice is known complete.
+                # Only slices counted above: the next slice's turn comes once the one writing to the
+                # output is known complete; what it spooled meanwhile is appended, then it writes on.
                 while appended < len(futures) and futures[appended] not in pending:
-                    spool = self.folder / f"{appended:07d}.jsonl"
-                    with open(spool, "rb") as source:
-                        shutil.copyfileobj(source, out, 1 << 20)
-                    spool.unlink()
                     appended += 1
+                    if appended < len(futures):
+                        sinks[appended].take_turn(out)
             return self.totals
         except BaseException:
             self.stop()

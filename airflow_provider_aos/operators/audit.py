@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
@@ -19,6 +19,7 @@ from airflow_provider_aos.slices import (
     Progress,
     Slice,
     SliceRun,
+    Writable,
     encode_page,
     plan_slices,
     remove_folder,
@@ -252,7 +253,7 @@ class AosAuditExportOperator(BaseOperator):
         if geo_locations:
             base["geoLocations"] = geo_locations
 
-        def walk(piece: Slice, spool: IO[bytes], fetcher: Executor) -> Counts:
+        def walk(piece: Slice, spool: Writable, fetcher: Executor) -> Counts:
             return self._export_slice(hook, run, piece, spool, fetcher, base)
 
         self._dest = dest
@@ -329,7 +330,7 @@ class AosAuditExportOperator(BaseOperator):
         hook: AosHook,
         run: SliceRun,
         piece: Slice,
-        spool: IO[bytes],
+        spool: Writable,
         fetcher: Executor,
         base: dict[str, Any],
     ) -> Counts:
